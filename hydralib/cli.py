@@ -1,0 +1,138 @@
+"""The ``hydralib`` command line.
+
+Subcommands are registered in :data:`COMMANDS` (name -> (help, add_arguments,
+run)). Exit codes scripts can rely on: 0 success, 1 bad input (a clear one-line
+message on stderr that names the file and the problem), 2 usage error
+(argparse). ``--debug`` shows the traceback instead of the one-line message.
+
+Example
+-------
+    hydralib info adapters/*            # tasks, modules, ranks, scalings, storage
+    hydralib info adapters/* --json     # the same, machine-readable
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from .errors import HydraError
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
+
+
+def _fmt_set(values) -> str:
+    values = sorted(set(values))
+    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def info_summary(aset) -> dict:
+    """JSON-ready summary of an adapter set: tasks, modules, ranks, scalings, storage."""
+    from . import storage
+
+    rows = storage.storage_table(aset)
+    by_label = {r.label: r for r in rows}
+    return {
+        "kind": aset.kind,
+        "base_model": aset.base_model,
+        "tasks": [
+            {
+                "task": t,
+                "source": str(aset.sources.get(t, "")),
+                "ranks": sorted({aset.rank(t, m) for m in aset.modules}),
+                "scalings": sorted({aset.scaling(t, m) for m in aset.modules}),
+                "params": by_label[t].params,
+                "bytes": by_label[t].bytes,
+                "metadata": aset.metadata[t],
+            }
+            for t in aset.tasks
+        ],
+        "modules": [
+            {
+                "module": m,
+                "d_out": aset.shape(m)[0],
+                "d_in": aset.shape(m)[1],
+                "fan_in_fan_out": aset.module_info(m).fan_in_fan_out,
+                "ranks": sorted({aset.rank(t, m) for t in aset.tasks}),
+                "scalings": sorted({aset.scaling(t, m) for t in aset.tasks}),
+            }
+            for m in aset.modules
+        ],
+        "storage": storage.rows_as_dicts(rows),
+    }
+
+
+def _add_info(p: argparse.ArgumentParser) -> None:
+    p.add_argument("adapters", nargs="+", help="PEFT adapter directories or glob patterns")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _run_info(args) -> int:
+    from . import storage
+    from .adapters import load_adapters
+
+    aset = load_adapters(args.adapters)
+    summary = info_summary(aset)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+        return EXIT_OK
+    print(f"{len(aset.tasks)} {aset.kind.upper()} adapters, {len(aset.modules)} modules, "
+          f"base model {aset.base_model or '(not recorded)'}\n")
+    print(_table(
+        [[t["task"], _fmt_set(t["ranks"]), _fmt_set(t["scalings"]), f"{t['params']:,}",
+          storage.human_bytes(t["bytes"])] for t in summary["tasks"]],
+        ["task", "ranks", "scalings", "params", "bytes"],
+    ))
+    print()
+    print(_table(
+        [[m["module"], f"{m['d_out']} x {m['d_in']}", _fmt_set(m["ranks"]), _fmt_set(m["scalings"])]
+         for m in summary["modules"]],
+        ["module", "d_out x d_in", "ranks", "scalings"],
+    ))
+    print()
+    print(_table(
+        [[r["label"], f"{r['params']:,}", storage.human_bytes(r["bytes"]), f"{r['relative']:.3f}"]
+         for r in summary["storage"]],
+        ["storage", "params", "bytes", "relative"],
+    ))
+    return EXIT_OK
+
+
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
+    "info": ("print tasks, modules, ranks, scalings and the storage table of adapters", _add_info, _run_info),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hydralib", description="Analyse and merge low-rank adapters.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args._run(args)
+    except (HydraError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        if args.debug:
+            raise
+        print(f"hydralib {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Bad input: every case gets a clear error naming the file (and the module), and nothing is left half-written."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from hydralib import AdapterError, AdapterSet, OutputExistsError, load_adapters
+from hydralib.peft_io import CONFIG_NAME, WEIGHTS_NAME
+
+from conftest import LLAMA_TARGETS, save_peft_adapter, tiny_llama
+
+MODULE = "model.layers.0.self_attn.q_proj"
+A_KEY = f"base_model.model.{MODULE}.lora_A.weight"
+B_KEY = f"base_model.model.{MODULE}.lora_B.weight"
+
+
+@pytest.fixture
+def good(lora_dirs, tmp_path) -> Path:
+    """A private copy of a valid adapter to corrupt."""
+    return Path(shutil.copytree(lora_dirs[0], tmp_path / "good"))
+
+
+def _edit_config(directory: Path, **changes) -> None:
+    cfg = json.loads((directory / CONFIG_NAME).read_text())
+    cfg.update(changes)
+    (directory / CONFIG_NAME).write_text(json.dumps(cfg))
+
+
+def _edit_tensors(directory: Path, fn) -> None:
+    tensors = load_file(str(directory / WEIGHTS_NAME))
+    fn(tensors)
+    save_file(tensors, str(directory / WEIGHTS_NAME))
+
+
+def _error(sources, **kwargs) -> str:
+    with pytest.raises(AdapterError) as info:
+        load_adapters(sources, **kwargs)
+    return str(info.value)
+
+
+def test_missing_directory(tmp_path):
+    assert f"{tmp_path / 'nope'}: no such adapter directory" in _error([tmp_path / "nope"])
+
+
+def test_path_is_a_file(good):
+    msg = _error([good / CONFIG_NAME])
+    assert str(good / CONFIG_NAME) in msg and "is a file" in msg
+
+
+def test_empty_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    msg = _error([tmp_path / "empty"])
+    assert str(tmp_path / "empty" / CONFIG_NAME) in msg and "missing adapter config" in msg
+
+
+def test_glob_matching_nothing(tmp_path):
+    assert "matches no adapter directory" in _error(str(tmp_path / "zz*"))
+
+
+def test_missing_weights(good):
+    (good / WEIGHTS_NAME).unlink()
+    msg = _error([good])
+    assert str(good / WEIGHTS_NAME) in msg and "missing adapter weights" in msg
+
+
+def test_truncated_safetensors(good):
+    data = (good / WEIGHTS_NAME).read_bytes()
+    (good / WEIGHTS_NAME).write_bytes(data[: len(data) // 2])
+    msg = _error([good])
+    assert str(good / WEIGHTS_NAME) in msg and "corrupt or truncated" in msg
+
+
+def test_garbage_safetensors(good):
+    (good / WEIGHTS_NAME).write_bytes(b"\x00\x01 definitely not safetensors" * 10)
+    assert "corrupt or truncated safetensors" in _error([good])
+
+
+def test_non_utf8_config(good):
+    (good / CONFIG_NAME).write_bytes(b'{"peft_type": "LORA", "r": 4, "x": "\xff\xfe"}')
+    msg = _error([good])
+    assert str(good / CONFIG_NAME) in msg and "not valid UTF-8" in msg
+
+
+def test_invalid_json_config(good):
+    (good / CONFIG_NAME).write_text('{"peft_type": "LORA",')
+    assert "invalid JSON" in _error([good])
+
+
+def test_unsupported_peft_type(good):
+    _edit_config(good, peft_type="IA3")
+    assert "peft_type 'IA3' is not supported" in _error([good])
+
+
+def test_shapes_disagree_with_config(good):
+    _edit_config(good, r=5)
+    msg = _error([good])
+    assert str(good / WEIGHTS_NAME) in msg and "model.layers.0.self_attn." in msg and "disagree with rank 5" in msg
+
+
+def test_huge_declared_rank(good):
+    _edit_config(good, r=10**9)
+    assert "disagree with rank 1000000000" in _error([good])
+
+
+def test_non_positive_rank(good):
+    _edit_config(good, r=0)
+    assert "bad rank or alpha" in _error([good])
+
+
+def test_missing_half_of_a_module(good):
+    _edit_tensors(good, lambda t: t.pop(B_KEY))
+    msg = _error([good])
+    assert f"module {MODULE}: lora_B is missing" in msg
+
+
+def test_convolution_like_tensor(good):
+    _edit_tensors(good, lambda t: t.__setitem__(A_KEY, t[A_KEY][:, :, None]))
+    assert f"module {MODULE}" in _error([good]) and "not matrices" in _error([good])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_inf_weights(good, bad):
+    def poison(t):
+        t[B_KEY] = t[B_KEY].clone()
+        t[B_KEY][0, 0] = bad
+
+    _edit_tensors(good, poison)
+    msg = _error([good])
+    assert str(good / WEIGHTS_NAME) in msg and f"module {MODULE}: lora_B has 1 NaN/Inf values" in msg
+
+
+def test_dora_is_refused(tmp_path):
+    from peft import LoraConfig
+
+    directory = save_peft_adapter(tmp_path / "dora", tiny_llama(), LoraConfig(r=4, target_modules=LLAMA_TARGETS,
+                                  use_dora=True))
+    msg = _error([directory])
+    assert str(directory / CONFIG_NAME) in msg and "DoRA adapters are refused" in msg
+    _edit_config(directory, use_dora=False)  # the magnitude tensors alone are also caught
+    assert "DoRA magnitude vectors are refused" in _error([directory])
+
+
+@pytest.mark.parametrize(
+    "change, text",
+    [({"lora_bias": True}, "lora_bias=True is refused"), ({"bias": "all"}, "bias='all' is refused"),
+     ({"modules_to_save": ["lm_head"]}, "modules_to_save=['lm_head'] is refused")],
+)
+def test_other_non_lowrank_options_refused(good, change, text):
+    _edit_config(good, **change)
+    assert text in _error([good])
+
+
+def test_unknown_tensor_refused(good):
+    _edit_tensors(good, lambda t: t.__setitem__("base_model.model.lm_head.weight", torch.zeros(2, 2)))
+    assert "tensor base_model.model.lm_head.weight: not a LoRA weight" in _error([good])
+
+
+def test_pickle_checkpoints_are_refused_and_never_unpickled(good, tmp_path):
+    marker = tmp_path / "unpickled"
+
+    class Boom:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    (good / WEIGHTS_NAME).unlink()
+    (good / "adapter_model.bin").write_bytes(pickle.dumps(Boom()))
+    msg = _error([good])
+    assert str(good / "adapter_model.bin") in msg and "pickle checkpoints are refused" in msg
+    assert not marker.exists()
+
+
+def test_duplicate_task_names(lora_dirs):
+    msg = _error(lora_dirs[:2], tasks=["same", "same"])
+    assert "duplicate task name 'same'" in msg and str(lora_dirs[1]) in msg
+
+
+def test_task_count_mismatch(lora_dirs):
+    assert "2 task names for 3 adapter directories" in _error(lora_dirs, tasks=["a", "b"])
+
+
+def test_different_base_models(lora_dirs, tmp_path):
+    other = Path(shutil.copytree(lora_dirs[1], tmp_path / "other"))
+    _edit_config(other, base_model_name_or_path="meta-llama/Llama-3.2-1B")
+    msg = _error([lora_dirs[0], other])
+    assert str(other) in msg and "'meta-llama/Llama-3.2-1B'" in msg and str(lora_dirs[0]) in msg
+
+
+def test_different_target_modules(lora_dirs, tmp_path):
+    from peft import LoraConfig
+
+    other = save_peft_adapter(tmp_path / "qv", tiny_llama(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    msg = _error([lora_dirs[0], other])
+    assert "target modules differ" in msg and "missing" in msg and "k_proj" in msg
+
+
+def test_same_modules_different_shapes(lora_dirs, tmp_path):
+    from peft import LoraConfig
+
+    wide = save_peft_adapter(tmp_path / "wide", tiny_llama(hidden=64), LoraConfig(r=4, target_modules=LLAMA_TARGETS))
+    msg = _error([lora_dirs[0], wide])
+    assert str(wide) in msg and "disagrees with" in msg and "module model.layers.0.self_attn." in msg
+
+
+def test_mixing_lora_and_vera(lora_dirs, tmp_path):
+    from peft import VeraConfig
+
+    vera = save_peft_adapter(tmp_path / "vera", tiny_llama(), VeraConfig(r=8, target_modules=LLAMA_TARGETS))
+    assert "a vera adapter cannot join a set of lora adapters" in _error([lora_dirs[0], vera])
+
+
+def test_vera_different_prng_keys(tmp_path):
+    from peft import VeraConfig
+
+    base = tiny_llama()
+    a = save_peft_adapter(tmp_path / "a", base, VeraConfig(r=8, target_modules=LLAMA_TARGETS, projection_prng_key=0))
+    b = save_peft_adapter(tmp_path / "b", base, VeraConfig(r=8, target_modules=LLAMA_TARGETS, projection_prng_key=1))
+    assert "projection_prng_key=1 differs from 0" in _error([a, b])
+
+
+def test_vera_without_projections_needs_shapes(tmp_path):
+    from peft import VeraConfig
+
+    d = save_peft_adapter(tmp_path / "bare", tiny_llama(),
+                          VeraConfig(r=8, target_modules=LLAMA_TARGETS, save_projection=False))
+    assert "pass base_model= or module_shapes=" in _error([d])
+
+
+def test_from_factors_validation():
+    good = (torch.randn(2, 5), torch.randn(3, 2), 1.0)
+    with pytest.raises(AdapterError, match="module m: A .* are not"):
+        AdapterSet.from_factors({"t": {"m": (torch.randn(2, 5), torch.randn(3, 4), 1.0)}})
+    with pytest.raises(AdapterError, match="task u: module m: shape 3x6 disagrees"):
+        AdapterSet.from_factors({"t": {"m": good}, "u": {"m": (torch.randn(2, 6), torch.randn(3, 2), 1.0)}})
+    with pytest.raises(AdapterError, match="task u: modules differ"):
+        AdapterSet.from_factors({"t": {"m": good}, "u": {"n": good}})
+    with pytest.raises(AdapterError, match="NaN/Inf"):
+        AdapterSet.from_factors({"t": {"m": (torch.full((2, 5), float("nan")), torch.randn(3, 2), 1.0)}})
+
+
+def test_save_refuses_to_overwrite_and_keeps_existing(lora_dirs, tmp_path):
+    aset = load_adapters(lora_dirs)
+    out = aset.save_peft("grammar-en", tmp_path / "out")
+    before = (out / WEIGHTS_NAME).read_bytes()
+    with pytest.raises(OutputExistsError, match="already exists; pass overwrite=True"):
+        aset.save_peft("reply-en", out)
+    assert (out / WEIGHTS_NAME).read_bytes() == before
+    aset.save_peft("reply-en", out, overwrite=True)
+    assert (out / WEIGHTS_NAME).read_bytes() != before
+    assert load_adapters([out]).factors("out", MODULE)[0].shape == (4, 32)
+
+
+def test_failed_write_leaves_nothing_behind(lora_dirs, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    aset = load_adapters(lora_dirs)
+    out = aset.save_peft("grammar-en", tmp_path / "out")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    original = (out / WEIGHTS_NAME).read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        aset.save_peft("reply-en", out, overwrite=True)
+    with pytest.raises(OSError, match="disk full"):
+        aset.save_peft("reply-en", tmp_path / "fresh")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temp dirs, no partial output
+    assert (out / WEIGHTS_NAME).read_bytes() == original
