@@ -19,6 +19,7 @@ import sys
 from typing import Callable
 
 from .errors import HydraError
+from .tables import text_table as _table
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
 
@@ -26,12 +27,6 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
 def _fmt_set(values) -> str:
     values = sorted(set(values))
     return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 def info_summary(aset) -> dict:
