@@ -8,10 +8,14 @@ STAMP  := $(VENV)/.installed
 # CPU PyTorch: on machines whose pip finds only CUDA builds, set
 # TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu".
 TORCH_INDEX ?=
+# MathJax is served from the site itself (offline reading): fetched from the npm
+# registry at setup time into _mathjax/mathjax, never committed.
+MATHJAX_VERSION := 3.2.2
+MATHJAX := _mathjax/mathjax/tex-mml-chtml.js
 
 .PHONY: setup book test test-all clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(MATHJAX)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +23,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet torch==2.13.0 $(TORCH_INDEX)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
+
+$(MATHJAX):
+	@command -v npm >/dev/null || { echo "make: npm is needed to fetch MathJax $(MATHJAX_VERSION) (apt-get install npm)"; exit 1; }
+	rm -rf .cache/npm _mathjax/mathjax
+	npm install --silent --no-audit --no-fund --prefix .cache/npm mathjax@$(MATHJAX_VERSION)
+	mkdir -p _mathjax
+	cp -r .cache/npm/node_modules/mathjax/es5 _mathjax/mathjax
 
 book: setup
 	rm -rf _build/html _build/jupyter_execute
@@ -32,4 +43,4 @@ test-all: setup
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 clean:
-	rm -rf _build .pytest_cache .hypothesis
+	rm -rf _build .pytest_cache .hypothesis .cache/npm _mathjax/mathjax

@@ -8,6 +8,8 @@ seeded random numbers to make dW non-trivial before saving.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_llama(seed: int = 0, hidden: int = 32):
@@ -100,3 +103,14 @@ def peft_deltas(peft_model, adapter_name: str = "default") -> dict[str, torch.Te
                 delta = delta.T
             out[name] = delta.detach()
     return out
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Path:
+    """The real book, built once per session with the same flags as ``make book``; returns ``_build/html``."""
+    out = tmp_path_factory.mktemp("site")
+    exe = Path(sys.executable).with_name("jupyter-book")
+    result = subprocess.run([str(exe), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
+                            capture_output=True, text=True, timeout=3000)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out / "_build" / "html"

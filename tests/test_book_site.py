@@ -1,13 +1,10 @@
 """The real book builds, and the rendered site is complete: pages, figures, glued numbers, no tracebacks.
 
-The book is built once per test session into a temporary directory with the
-same command as ``make book`` (``jupyter-book build . -W -n --keep-going``).
+The book is built once per test session by the ``site`` fixture (conftest.py).
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,16 +19,6 @@ def _toc_files() -> list[str]:
     for entry in toc.get("chapters", []) + [c for p in toc.get("parts", []) for c in p.get("chapters", [])]:
         files.append(entry["file"])
     return files
-
-
-@pytest.fixture(scope="session")
-def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("site")
-    exe = Path(sys.executable).with_name("jupyter-book")
-    result = subprocess.run([str(exe), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
-                            capture_output=True, text=True, timeout=3000)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out / "_build" / "html"
 
 
 def _soup(path: Path):
