@@ -1,0 +1,67 @@
+"""Merging LoRA adapters: dW-space baselines and HydraOpt, computed on the factors.
+
+* :mod:`.lowrank` - factored linear algebra (row-space basis, Gram forms,
+  truncated SVD of a sum of LoRAs) and dense references for tests;
+* :mod:`.baselines` - task arithmetic, TIES, DARE, DARE-TIES, magnitude
+  pruning on dW via ``peft.utils.merge_utils``, seeded, stored by truncated SVD;
+* :mod:`.hydraopt` - shared A' (or B') with K heads: exact and Adam solvers,
+  weighting, grouping;
+* :mod:`.bundle` - save / load / export to PEFT;
+* :mod:`.synthetic` - random adapters with controllable structure.
+
+Methods are data: :data:`MERGE_METHODS` (baselines) and :data:`SOLVERS`
+(HydraOpt) map a name to the function and its paper.
+
+Example
+-------
+>>> from hydralib.merge import hydraopt, merge_adapters, random_lora_factors
+>>> factors = random_lora_factors(4, {"layers.0.q_proj": (16, 12)}, rank=2, seed=0, shared_a=0.8)
+>>> hydra = hydraopt(factors, heads=2, rank=2, progress=False)
+>>> ties = merge_adapters(factors, "ties", density=0.5, lam=0.5, rank=2, progress=False)
+>>> hydra.total_loss <= hydra.total_energy, ties.rank
+(True, 2)
+"""
+
+from .baselines import MERGE_METHODS, MergedLoRA, MergeMethod, merge_adapters, merge_deltas, seeded_rng
+from .bundle import bundle_storage, export_peft, load_bundle, save_bundle
+from .hydraopt import (
+    SOLVERS,
+    WEIGHTINGS,
+    Grouping,
+    HydraOptResult,
+    ModuleResult,
+    ModuleSolution,
+    group_by_clustering,
+    group_by_metadata,
+    group_by_task,
+    group_explicit,
+    hydraopt,
+    objective,
+    resolve_groups,
+    solve_adam,
+    solve_exact,
+    task_similarity,
+    task_weights,
+    transpose_factors,
+)
+from .lowrank import (
+    LowRankSVD,
+    StackedGram,
+    delta_inner_products,
+    lowrank_svd,
+    row_space_basis,
+    stacked_gram,
+    truncated_svd_dense,
+)
+from .synthetic import attention_modules, derive_seed, random_lora_factors, synthetic_tasks
+
+__all__ = [
+    "MERGE_METHODS", "MergedLoRA", "MergeMethod", "merge_adapters", "merge_deltas", "seeded_rng",
+    "bundle_storage", "export_peft", "load_bundle", "save_bundle",
+    "SOLVERS", "WEIGHTINGS", "Grouping", "HydraOptResult", "ModuleResult", "ModuleSolution",
+    "group_by_clustering", "group_by_metadata", "group_by_task", "group_explicit", "hydraopt", "objective",
+    "resolve_groups", "solve_adam", "solve_exact", "task_similarity", "task_weights", "transpose_factors",
+    "LowRankSVD", "StackedGram", "delta_inner_products", "lowrank_svd", "row_space_basis", "stacked_gram",
+    "truncated_svd_dense",
+    "attention_modules", "derive_seed", "random_lora_factors", "synthetic_tasks",
+]

@@ -1,0 +1,428 @@
+"""Factored linear algebra on LoRA factors: never form a ``d_out x d_in`` matrix.
+
+Conventions (the whole of ``hydralib.merge``): task i at one module has
+``lora_a`` A_i ``(r_i, d_in)``, ``lora_b`` B_i ``(d_out, r_i)`` and a scaling
+s_i; its update is the delta ``dW_i = s_i * B_i @ A_i`` ``(d_out, d_in)``.
+
+Every row of a sum of deltas lies in the row space of the stacked A_i. With
+``Q`` ``(d_in, R)`` an orthonormal basis of that space (``R <= sum r_i``) and
+``C_i = A_i Q`` ``(r_i, R)``, a weighted sum ``M = sum_i c_i B_i A_i`` equals
+``(M Q) Q^T`` and ``(MQ)^T (MQ) = sum_{i,j} c_i c_j C_i^T (B_i^T B_j) C_j`` is an
+``R x R`` matrix assembled from ``r x r`` Gram blocks. Its eigenvectors V give
+the truncated SVD of M as LoRA factors: ``A_m = V^T Q^T``, ``B_m = (MQ) V``.
+Inner products of deltas are traces of ``r x r`` Grams:
+``<dW_i, dW_j>_F = s_i s_j sum((B_i^T B_j) * (A_i A_j^T))``.
+
+The ``dense_*`` functions form the full matrices; they are references for the
+tests and for small examples, never used by the solvers.
+
+Example
+-------
+>>> import torch
+>>> g = torch.Generator().manual_seed(0)
+>>> As = [torch.randn(4, 64, generator=g, dtype=torch.float64) for _ in range(3)]
+>>> Bs = [torch.randn(32, 4, generator=g, dtype=torch.float64) for _ in range(3)]
+>>> svd = lowrank_svd(As, Bs, coeffs=[1.0, 0.5, -2.0], rank=12)      # on the factors
+>>> M = dense_weighted_sum(As, Bs, [1.0, 0.5, -2.0])                 # (32, 64), dense
+>>> torch.allclose(svd.lora_b @ svd.lora_a, M)                        # rank 12 = sum of ranks
+True
+>>> ip = delta_inner_products(As, Bs, [1.0, 1.0, 1.0])               # (3, 3), factored
+>>> torch.allclose(ip[0, 1], (Bs[0] @ As[0] * (Bs[1] @ As[1])).sum())
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..errors import AdapterError
+
+__all__ = [
+    "check_factors",
+    "stack_lora_a",
+    "stack_lora_b",
+    "rank_index",
+    "row_space_basis",
+    "block_sums",
+    "delta_inner_products",
+    "delta_norms_sq",
+    "weighted_gram",
+    "StackedGram",
+    "stacked_gram",
+    "top_eigenpairs",
+    "LowRankSVD",
+    "lowrank_svd",
+    "lora_inner",
+    "dense_delta",
+    "dense_weighted_sum",
+    "truncated_svd_dense",
+    "dense_stacked_floor",
+]
+
+
+# ----------------------------------------------------------------------------- validation and stacking
+
+
+def check_factors(
+    As: Sequence[torch.Tensor],
+    Bs: Sequence[torch.Tensor],
+    scalings: Sequence[float] | None = None,
+    module: str = "<module>",
+    tasks: Sequence[str] | None = None,
+) -> tuple[int, int]:
+    """Check that factors of N tasks at one module fit together; return ``(d_out, d_in)``.
+
+    On the factors: each A_i must be ``(r_i, d_in)`` and each B_i ``(d_out, r_i)``
+    with the same ``d_in`` / ``d_out`` for all tasks, and finite. Raises
+    :class:`~hydralib.errors.AdapterError` (a ValueError) naming ``module``
+    and the task.
+    """
+    if len(As) == 0 or len(As) != len(Bs):
+        raise AdapterError(f"module {module}: need the same positive number of lora_a and lora_b, got {len(As)} and {len(Bs)}")
+    if scalings is not None and len(scalings) != len(As):
+        raise AdapterError(f"module {module}: {len(scalings)} scalings for {len(As)} tasks")
+    names = list(tasks) if tasks is not None else [f"#{i}" for i in range(len(As))]
+    d_out, d_in = None, None
+    for name, A, B in zip(names, As, Bs):
+        if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[1]:
+            raise AdapterError(
+                f"module {module}: task {name}: lora_a {tuple(A.shape)} and lora_b {tuple(B.shape)} "
+                "are not (r, d_in) and (d_out, r)"
+            )
+        for side, t in (("lora_a", A), ("lora_b", B)):
+            if not torch.isfinite(t).all():
+                raise AdapterError(f"module {module}: task {name}: {side} has NaN/Inf values")
+        if d_out is None:
+            d_out, d_in = int(B.shape[0]), int(A.shape[1])
+        elif (B.shape[0], A.shape[1]) != (d_out, d_in):
+            raise AdapterError(
+                f"module {module}: task {name}: delta shape {B.shape[0]}x{A.shape[1]} disagrees with "
+                f"{d_out}x{d_in} of task {names[0]}"
+            )
+    return d_out, d_in
+
+
+def stack_lora_a(As: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack lora_a factors row-wise: ``(sum r_i, d_in)`` (on the factors)."""
+    return torch.cat(list(As), dim=0)
+
+
+def stack_lora_b(Bs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack lora_b factors column-wise: ``(d_out, sum r_i)`` (on the factors)."""
+    return torch.cat(list(Bs), dim=1)
+
+
+def rank_index(ranks: Sequence[int], device=None) -> torch.Tensor:
+    """Task index of every stacked rank row: ``(sum r_i,)`` long, e.g. ``[0,0,1,1,1]`` for ranks (2, 3)."""
+    return torch.repeat_interleave(torch.arange(len(ranks), device=device), torch.as_tensor(list(ranks), device=device))
+
+
+def row_space_basis(As: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthonormal basis of the row spaces of the A_i, by QR of the stacked A_i^T.
+
+    On the factors. Input: A_i ``(r_i, d_in)``. Returns ``Q`` ``(d_in, R)`` with
+    orthonormal columns, ``R = min(d_in, sum r_i)``, and the coordinates
+    ``C = stack(A_i) @ Q`` ``(sum r_i, R)`` (from the triangular factor, no
+    extra product). Rows of ``C`` belonging to task i are ``C_i = A_i Q``. When
+    the A_i share rows, Q still spans their row space (it may be larger).
+    """
+    A_cat = stack_lora_a(As)
+    Q, Rf = torch.linalg.qr(A_cat.T, mode="reduced")
+    return Q, Rf.T.contiguous()
+
+
+# ----------------------------------------------------------------------------- Gram forms
+
+
+def block_sums(matrix: torch.Tensor, ranks_rows: Sequence[int], ranks_cols: Sequence[int] | None = None) -> torch.Tensor:
+    """Sum a ``(sum r_i, sum r_j)`` matrix over its ``r_i x r_j`` blocks: ``(N_rows, N_cols)``."""
+    ranks_cols = ranks_rows if ranks_cols is None else ranks_cols
+    rows = rank_index(ranks_rows, matrix.device)
+    cols = rank_index(ranks_cols, matrix.device)
+    partial = torch.zeros(len(ranks_rows), matrix.shape[1], dtype=matrix.dtype, device=matrix.device)
+    partial.index_add_(0, rows, matrix)
+    out = torch.zeros(len(ranks_rows), len(ranks_cols), dtype=matrix.dtype, device=matrix.device)
+    out.index_add_(1, cols, partial)
+    return out
+
+
+def delta_inner_products(
+    As: Sequence[torch.Tensor],
+    Bs: Sequence[torch.Tensor],
+    scalings: Sequence[float],
+    coords: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Frobenius inner products ``<dW_i, dW_j>`` of all task pairs, in factored form.
+
+    On the factors: A_i ``(r_i, d_in)``, B_i ``(d_out, r_i)``. Uses
+    ``<dW_i, dW_j> = s_i s_j sum((B_i^T B_j) * (A_i A_j^T))``: two
+    ``(sum r, sum r)`` Grams and a block sum. ``coords`` (the ``C`` of
+    :func:`row_space_basis`) replaces ``A A^T`` by the cheaper ``C C^T`` when
+    R < d_in. Returns ``(N, N)`` in float64 (the block sums are accumulated in
+    float64 to keep the small differences used by the spread exact).
+    """
+    ranks = [int(A.shape[0]) for A in As]
+    A_part = coords if coords is not None else stack_lora_a(As)
+    gram_a = (A_part @ A_part.T).double()
+    B_cat = stack_lora_b(Bs)
+    gram_b = (B_cat.T @ B_cat).double()
+    s = torch.as_tensor([float(x) for x in scalings], dtype=torch.float64, device=gram_a.device)
+    return block_sums(gram_a * gram_b, ranks) * s[:, None] * s[None, :]
+
+
+def delta_norms_sq(As: Sequence[torch.Tensor], Bs: Sequence[torch.Tensor], scalings: Sequence[float]) -> torch.Tensor:
+    """``||dW_i||_F^2`` for every task, factored: ``s_i^2 sum((B_i^T B_i) * (A_i A_i^T))``; ``(N,)`` float64."""
+    out = []
+    for A, B, s in zip(As, Bs, scalings):
+        out.append(float(s) ** 2 * ((B.T @ B).double() * (A @ A.T).double()).sum())
+    return torch.stack(out)
+
+
+def weighted_gram(
+    coords: torch.Tensor,
+    B_cat: torch.Tensor,
+    row_coeffs: torch.Tensor,
+    gram_b: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(MQ)^T (MQ)`` for ``M Q = sum_i c_i B_i C_i``, from ``r x r`` Gram blocks.
+
+    On the factors of the tasks of one group. ``coords`` ``(n, R)`` are the
+    stacked C_i = A_i Q, ``B_cat`` ``(d_out, n)`` the stacked B_i and
+    ``row_coeffs`` ``(n,)`` the coefficient c_i repeated over task i's rank
+    rows. With ``P = diag(row_coeffs) C`` and ``G = B_cat^T B_cat``, returns
+    ``(P^T G P`` ``(R, R)``, ``P`` ``(n, R))``; the ``(d_out, R)`` matrix MQ is
+    never formed. ``gram_b`` passes a precomputed ``B_cat^T B_cat``.
+    """
+    P = row_coeffs[:, None].to(coords.dtype) * coords
+    G = B_cat.T @ B_cat if gram_b is None else gram_b
+    H = P.T @ (G @ P)
+    return (H + H.T) / 2, P
+
+
+@dataclass
+class StackedGram:
+    """The Gram form of HydraOpt's stacked group means ``S = [sqrt(W_1) M_1; ...; sqrt(W_K) M_K]``.
+
+    ``Q`` ``(d_in, R)``: orthonormal basis of the rows of the A_i. ``H``
+    ``(R, R)`` = ``(SQ)^T (SQ)``. Per group k (in order): ``lora_b[k]`` the
+    stacked B_i ``(d_out, n_k)`` and ``coords[k]`` = ``P_k`` ``(n_k, R)``, the
+    stacked ``c_i C_i`` with ``c_i = w_i s_i / W_k``, so that
+    ``M_k Q = lora_b[k] @ coords[k]`` (``n_k`` = sum of the group's ranks).
+    ``spread`` = ``sum_i w_i ||dW_i - M_g(i)||^2`` and ``energy`` =
+    ``sum_i w_i ||dW_i||^2``, both from ``r x r`` Grams (float).
+    """
+
+    Q: torch.Tensor
+    H: torch.Tensor
+    lora_b: list[torch.Tensor]
+    coords: list[torch.Tensor]
+    spread: float
+    energy: float
+
+
+def stacked_gram(
+    As: Sequence[torch.Tensor],
+    Bs: Sequence[torch.Tensor],
+    scalings: Sequence[float],
+    weights: Sequence[float] | torch.Tensor,
+    group_index: Sequence[int],
+    n_groups: int,
+) -> StackedGram:
+    """``(SQ)^T (SQ)`` of DESIGN.md section 3 from ``r x r`` Gram blocks, on the factors.
+
+    A_i ``(r_i, d_in)``, B_i ``(d_out, r_i)``, scalings s_i, weights w_i > 0,
+    ``group_index[i]`` in ``0..n_groups-1``. With ``C_i = A_i Q`` and
+    ``c_i = w_i s_i / W_k``:
+    ``(SQ)^T (SQ) = sum_k W_k sum_{i,j in k} c_i c_j C_i^T (B_i^T B_j) C_j``,
+    computed as ``P^T T`` with ``P`` the stacked ``P_k`` and ``T`` the stacked
+    ``W_k (B_k^T B_k) P_k`` (one product; neither ``S`` ``(K d_out, d_in)`` nor
+    ``SQ`` ``(K d_out, R)`` is formed). The spread uses the within-group inner
+    products ``<dW_i, dW_j>`` (float64 sums):
+    ``sum_{i in k} w_i ||dW_i||^2 - W_k ||M_k||^2`` per group.
+    """
+    ranks = [int(A.shape[0]) for A in As]
+    offsets = [0]
+    for r in ranks:
+        offsets.append(offsets[-1] + r)
+    Q, C = row_space_basis(As)
+    members_of = [[] for _ in range(n_groups)]
+    for i, g in enumerate(group_index):
+        members_of[int(g)].append(i)
+    spread, energy = 0.0, 0.0
+    lora_b, coords, T_all = [], [], []
+    for members in members_of:
+        rows = torch.cat([torch.arange(offsets[i], offsets[i + 1], device=C.device) for i in members])
+        C_k = C[rows]
+        B_k = stack_lora_b([Bs[i] for i in members])
+        W_k = float(sum(float(weights[i]) for i in members))
+        row_coeffs = torch.repeat_interleave(
+            torch.as_tensor([float(weights[i]) * float(scalings[i]) / W_k for i in members], dtype=C.dtype, device=C.device),
+            torch.as_tensor([ranks[i] for i in members], device=C.device),
+        )
+        G_k = B_k.T @ B_k  # the r x r blocks B_i^T B_j of the group
+        P_k = row_coeffs[:, None] * C_k
+        lora_b.append(B_k)
+        coords.append(P_k)
+        T_all.append(W_k * (G_k @ P_k))
+        s_k = torch.as_tensor([float(scalings[i]) for i in members], dtype=torch.float64, device=C.device)
+        w_k = torch.as_tensor([float(weights[i]) for i in members], dtype=torch.float64, device=C.device)
+        ip = block_sums((C_k @ C_k.T).double() * G_k.double(), [ranks[i] for i in members]) * s_k[:, None] * s_k[None, :]
+        group_energy = float((w_k * ip.diagonal()).sum())
+        energy += group_energy
+        if len(members) > 1:
+            spread += max(group_energy - float((w_k[:, None] * w_k[None, :] * ip).sum()) / W_k, 0.0)
+    H = torch.cat(coords).T @ torch.cat(T_all)
+    return StackedGram(Q, (H + H.T) / 2, lora_b, coords, spread, energy)
+
+
+def top_eigenpairs(H: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All eigenvalues of a symmetric PSD ``(R, R)`` matrix in descending order (clipped at 0) and the top ``k`` eigenvectors ``(R, min(k, R))``.
+
+    Each eigenvector's sign is fixed (largest-magnitude entry positive) so results are reproducible.
+    """
+    values, vectors = torch.linalg.eigh(H)
+    values = values.flip(0).clamp_min(0)
+    vectors = vectors.flip(1)[:, : min(k, H.shape[0])]
+    pivot = vectors.abs().argmax(dim=0)
+    signs = torch.sign(vectors[pivot, torch.arange(vectors.shape[1], device=vectors.device)])
+    signs[signs == 0] = 1
+    return values, vectors * signs
+
+
+# ----------------------------------------------------------------------------- truncated SVD of a sum
+
+
+@dataclass
+class LowRankSVD:
+    """Truncated SVD of ``M = sum_i c_i B_i A_i`` as LoRA factors (scaling 1).
+
+    ``lora_a`` ``(rank, d_in)`` has orthonormal rows (right singular vectors),
+    ``lora_b`` ``(d_out, rank)`` = left singular vectors times singular values,
+    so ``M ~= lora_b @ lora_a``. ``singular_values`` ``(R,)`` are all of M's
+    (descending; zero beyond its rank) and ``tail_energy`` =
+    ``||M - lora_b @ lora_a||_F^2`` = sum of the squared singular values
+    beyond ``rank``. Rows beyond ``R`` (when ``rank > R``) are zero.
+    """
+
+    lora_a: torch.Tensor
+    lora_b: torch.Tensor
+    singular_values: torch.Tensor
+    tail_energy: float
+
+
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    if x.shape[0] >= rows:
+        return x
+    return torch.cat([x, x.new_zeros(rows - x.shape[0], *x.shape[1:])], dim=0)
+
+
+def lowrank_svd(
+    As: Sequence[torch.Tensor],
+    Bs: Sequence[torch.Tensor],
+    coeffs: Sequence[float],
+    rank: int,
+    module: str = "<module>",
+) -> LowRankSVD:
+    """Rank-``rank`` truncated SVD of ``M = sum_i coeffs[i] * B_i @ A_i`` without forming M.
+
+    On the factors: A_i ``(r_i, d_in)``, B_i ``(d_out, r_i)``; fold each task's
+    scaling into ``coeffs`` (e.g. ``coeffs[i] = lam * w_i * s_i``). Steps:
+    Q, C from :func:`row_space_basis`; ``H = (MQ)^T (MQ)`` from
+    :func:`weighted_gram`; top eigenvectors V of H; ``lora_a = V^T Q^T``,
+    ``lora_b = B_cat (P V)``. Cost ``O((sum r)^2 (d_in + d_out))``; no
+    ``d_out x d_in`` term. Singular values come from eigenvalues of a Gram, so
+    the tiny ones (below ~1e-3 of the largest in float32) are not accurate;
+    the retained factors are.
+    """
+    check_factors(As, Bs, coeffs, module)
+    if rank < 1:
+        raise ValueError(f"module {module}: rank must be >= 1, got {rank}")
+    ranks = [int(A.shape[0]) for A in As]
+    Q, C = row_space_basis(As)
+    row_coeffs = torch.repeat_interleave(
+        torch.as_tensor([float(c) for c in coeffs], dtype=C.dtype, device=C.device),
+        torch.as_tensor(ranks, device=C.device),
+    )
+    B_cat = stack_lora_b(Bs)
+    H, P = weighted_gram(C, B_cat, row_coeffs)
+    values, V = top_eigenpairs(H, rank)
+    lora_a = _pad_rows((Q @ V).T.contiguous(), rank)
+    lora_b = _pad_rows((B_cat @ (P @ V)).T, rank).T.contiguous()
+    tail = float(values[rank:].double().sum())
+    return LowRankSVD(lora_a, lora_b, values.sqrt(), tail)
+
+
+def lora_inner(A1: torch.Tensor, B1: torch.Tensor, A2: torch.Tensor, B2: torch.Tensor) -> torch.Tensor:
+    """``<B1 A1, B2 A2>_F = sum((B1^T B2) * (A1 A2^T))`` on the factors (A ``(r, d_in)``, B ``(d_out, r)``); a scalar tensor."""
+    return ((B1.T @ B2) * (A1 @ A2.T)).sum()
+
+
+# ----------------------------------------------------------------------------- dense references (tests, small examples)
+
+
+def dense_delta(A: torch.Tensor, B: torch.Tensor, scaling: float = 1.0) -> torch.Tensor:
+    """Dense ``dW = scaling * B @ A`` ``(d_out, d_in)`` (forms the full matrix)."""
+    return scaling * (B @ A)
+
+
+def dense_weighted_sum(As: Sequence[torch.Tensor], Bs: Sequence[torch.Tensor], coeffs: Sequence[float]) -> torch.Tensor:
+    """Dense ``sum_i coeffs[i] * B_i @ A_i`` ``(d_out, d_in)``; reference for :func:`lowrank_svd`."""
+    return sum(float(c) * (B @ A) for A, B, c in zip(As, Bs, coeffs))
+
+
+def truncated_svd_dense(delta: torch.Tensor, rank: int, module: str = "<module>") -> LowRankSVD:
+    """Rank-``rank`` truncated SVD of a dense delta ``(d_out, d_in)`` as LoRA factors.
+
+    On dW. Used by the baselines, whose merged dW (after pruning and sign
+    election) is dense by nature. ``lora_a`` ``(rank, d_in)`` = top right
+    singular vectors, ``lora_b`` ``(d_out, rank)`` = left singular vectors times
+    singular values (the convention of peft's SVD merges); signs are fixed so
+    that the largest entry of every right singular vector is positive.
+    """
+    if delta.ndim != 2:
+        raise AdapterError(f"module {module}: expected a 2-D delta (d_out, d_in), got shape {tuple(delta.shape)}")
+    if rank < 1:
+        raise ValueError(f"module {module}: rank must be >= 1, got {rank}")
+    U, S, Vh = torch.linalg.svd(delta, full_matrices=False)
+    k = min(rank, S.shape[0])
+    Vh_k, U_k = Vh[:k], U[:, :k]
+    pivot = Vh_k.abs().argmax(dim=1)
+    signs = torch.sign(Vh_k[torch.arange(k, device=delta.device), pivot])
+    signs[signs == 0] = 1
+    lora_a = _pad_rows((signs[:, None] * Vh_k).contiguous(), rank)
+    lora_b = _pad_rows((U_k * (S[:k] * signs)).T, rank).T.contiguous()
+    tail = float((S[k:].double() ** 2).sum())
+    return LowRankSVD(lora_a, lora_b, S, tail)
+
+
+def dense_stacked_floor(
+    deltas: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    group_index: Sequence[int],
+    rank: int,
+) -> dict[str, float]:
+    """Eigen-free dense reference for HydraOpt's Eckart-Young floor (tests only).
+
+    On dW: ``deltas`` are the dense ``(d_out, d_in)`` updates, ``weights`` w_i,
+    ``group_index[i]`` the head of task i. Forms ``M_k`` (weighted group means),
+    the within-group spread ``sum_i w_i ||dW_i - M_g(i)||^2`` and the stacked
+    ``S = [sqrt(W_1) M_1; ...; sqrt(W_K) M_K]`` ``(K d_out, d_in)``; its
+    truncation term is the sum of squared singular values beyond ``rank``.
+    Returns ``{"spread", "truncation", "floor"}`` as floats.
+    """
+    K = max(group_index) + 1
+    spread = 0.0
+    blocks = []
+    for k in range(K):
+        members = [i for i, g in enumerate(group_index) if g == k]
+        W = sum(float(weights[i]) for i in members)
+        M = sum(float(weights[i]) * deltas[i].double() for i in members) / W
+        spread += sum(float(weights[i]) * float(((deltas[i].double() - M) ** 2).sum()) for i in members)
+        blocks.append(W**0.5 * M)
+    S = torch.cat(blocks, dim=0)
+    sv = torch.linalg.svdvals(S)
+    truncation = float((sv[rank:] ** 2).sum())
+    return {"spread": spread, "truncation": truncation, "floor": spread + truncation}
