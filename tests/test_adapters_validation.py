@@ -274,3 +274,19 @@ def test_failed_write_leaves_nothing_behind(lora_dirs, tmp_path, monkeypatch):
         aset.save_peft("reply-en", tmp_path / "fresh")
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temp dirs, no partial output
     assert (out / WEIGHTS_NAME).read_bytes() == original
+
+
+def test_outputs_have_ordinary_permissions(lora_dirs, tmp_path):
+    import os
+    import stat
+
+    from hydralib.atomic import atomic_file
+
+    aset = load_adapters(lora_dirs[:1])
+    out = aset.save_peft(aset.tasks[0], tmp_path / "perm")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask
+    with atomic_file(tmp_path / "f.json") as tmp:
+        tmp.write_text("{}")
+    assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == 0o666 & ~mask
