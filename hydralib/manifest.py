@@ -1,0 +1,72 @@
+"""``data/MANIFEST.json``: the sha256, origin and producing command of every committed artefact.
+
+For a file inside an adapter directory the entry also records the preset,
+seed and command from the directory's ``training.json``. :func:`verify_manifest`
+reports files whose content no longer matches.
+
+Example
+-------
+>>> write_manifest("data", default_command="python -m hydralib.suite.zoo")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .atomic import atomic_file
+
+MANIFEST_NAME = "MANIFEST.json"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record_for(path: Path, root: Path) -> dict:
+    for parent in path.parents:
+        record = parent / "training.json"
+        if record.is_file():
+            data = json.loads(record.read_text(encoding="utf-8"))
+            return {k: data.get(k) for k in ("preset", "seed", "command", "kind", "task")}
+        if parent == root:
+            break
+    return {}
+
+
+def build_manifest(root: str | Path, default_command: str = "") -> dict:
+    """``{"files": {relative path: {"sha256", "bytes", ...}}}`` for every file under ``root`` but the manifest."""
+    root = Path(root)
+    files = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts)):
+        entry = {"sha256": sha256(path), "bytes": path.stat().st_size}
+        entry.update(_record_for(path, root) or {"command": default_command})
+        files[path.relative_to(root).as_posix()] = entry
+    return {"files": files}
+
+
+def write_manifest(root: str | Path, default_command: str = "") -> Path:
+    """Write ``root/MANIFEST.json`` atomically and return its path."""
+    target = Path(root) / MANIFEST_NAME
+    manifest = build_manifest(root, default_command)
+    with atomic_file(target, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return target
+
+
+def verify_manifest(root: str | Path) -> list[str]:
+    """Relative paths whose sha256 differs from the manifest, or that are listed but missing."""
+    root = Path(root)
+    manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
+    bad = []
+    for rel, entry in manifest["files"].items():
+        path = root / rel
+        if not path.is_file() or sha256(path) != entry["sha256"]:
+            bad.append(rel)
+    return bad

@@ -1,0 +1,29 @@
+"""The data manifest records every file's sha256 and origin, and detects changes."""
+
+from __future__ import annotations
+
+import json
+
+from hydralib.manifest import MANIFEST_NAME, build_manifest, verify_manifest, write_manifest
+
+
+def test_manifest_records_and_verifies(tmp_path):
+    adapter = tmp_path / "adapters" / "lora" / "task-a"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    (adapter / "training.json").write_text(json.dumps({"preset": "tiny", "seed": 3, "command": "train it"}))
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / "adapters" / ".tmp-partial").mkdir()
+    (tmp_path / "adapters" / ".tmp-partial" / "x").write_text("ignored")
+    write_manifest(tmp_path, default_command="make results")
+    files = json.loads((tmp_path / MANIFEST_NAME).read_text())["files"]
+    assert set(files) == {"adapters/lora/task-a/adapter_model.safetensors", "adapters/lora/task-a/training.json",
+                          "results.json"}
+    weights = files["adapters/lora/task-a/adapter_model.safetensors"]
+    assert weights["seed"] == 3 and weights["preset"] == "tiny" and weights["command"] == "train it"
+    assert weights["sha256"] == "9a129038d9a00aed0cf6a7ea059ca50a813449061ab87848cf1a13eafdf33b2c"  # sha256(b"weights")
+    assert files["results.json"]["command"] == "make results"
+    assert verify_manifest(tmp_path) == []
+    (tmp_path / "results.json").write_text('{"changed": true}')
+    assert verify_manifest(tmp_path) == ["results.json"]
+    assert build_manifest(tmp_path)["files"]["results.json"]["sha256"] != files["results.json"]["sha256"]
