@@ -54,6 +54,7 @@ class Preset:
     train_steps: int = 100
     batch_size: int = 16
     learning_rate: float = 2e-3
+    vera_learning_rate: float = 1e-2
     seed: int = 0
     control_seeds: tuple[int, ...] = (1, 2)
     n_train: int = 1600

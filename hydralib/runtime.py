@@ -1,0 +1,69 @@
+"""Apply an adapter set's updates to a transformers model's weights, temporarily.
+
+Evaluation of any adapter set (trained, merged, per-task heads) goes through
+one mechanism: add the dense update ``dW = s B A`` of the chosen task to each
+adapted module's weight, run the model, and restore the original weights
+exactly (they are copied, not subtracted, so nothing drifts).
+
+Example
+-------
+>>> with applied(model, aset, "smart_reply-fr"):      # doctest: +SKIP
+...     logits = model(input_ids).logits
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+
+from .errors import AdapterError
+
+if TYPE_CHECKING:
+    from .adapters import AdapterSet
+
+
+def _weight_of(model: torch.nn.Module, module: str) -> tuple[torch.Tensor, bool]:
+    """The weight tensor of ``module`` and whether it is stored (d_in, d_out) (GPT-2 Conv1D)."""
+    try:
+        layer = model.get_submodule(module)
+    except AttributeError:
+        raise AdapterError(f"module {module}: not found in the model ({type(model).__name__})") from None
+    weight = getattr(layer, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+        raise AdapterError(f"module {module}: has no 2-D weight to update")
+    return weight, type(layer).__name__ == "Conv1D"
+
+
+@contextlib.contextmanager
+def applied(model: torch.nn.Module, aset: "AdapterSet | None", task: str | None) -> Iterator[torch.nn.Module]:
+    """Inside the block, ``model``'s weights include ``task``'s update; outside, they are restored.
+
+    ``aset=None`` or ``task=None`` leaves the model as it is (the base model).
+    Works on the factors: each module's ``dW = s B A`` (d_out, d_in) is formed
+    once, added to the weight, and discarded.
+    """
+    if aset is None or task is None:
+        yield model
+        return
+    saved: dict[str, torch.Tensor] = {}
+    try:
+        with torch.no_grad():
+            for module in aset.modules:
+                weight, transposed = _weight_of(model, module)
+                A, B, s = aset.factors(task, module)
+                delta = s * (B.to(weight.device, torch.float32) @ A.to(weight.device, torch.float32))
+                if transposed:
+                    delta = delta.T
+                if delta.shape != weight.shape:
+                    raise AdapterError(
+                        f"module {module}: update {tuple(delta.shape)} does not fit weight {tuple(weight.shape)}"
+                    )
+                saved[module] = weight.detach().clone()
+                weight.add_(delta.to(weight.dtype))
+        yield model
+    finally:
+        with torch.no_grad():
+            for module, original in saved.items():
+                _weight_of(model, module)[0].copy_(original)

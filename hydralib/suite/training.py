@@ -1,0 +1,186 @@
+"""Train LoRA and VeRA adapters on suite tasks with stock peft, resumably.
+
+One adapter = one task x one kind (``lora``, ``vera``) x one seed. Each is
+written atomically as a PEFT directory (half precision on disk) with a
+``training.json`` record (configuration, seed, loss curve, seconds), so an
+interrupted run keeps every finished adapter and :func:`train_zoo` picks up
+the rest.
+
+PEFT initialises ``lora_A`` from the global torch seed, so the seed is set
+right before the adapter is created: adapters trained with the same seed start
+from the same A, which is what the initialisation control needs.
+
+Example
+-------
+>>> from hydralib.presets import get_preset
+>>> from hydralib.suite.training import train_zoo
+>>> train_zoo(get_preset("tiny"), "/tmp/zoo", kinds=("lora",))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..atomic import atomic_dir
+from ..peft_io import CONFIG_NAME, WEIGHTS_NAME
+from .evaluation import answer_logits, collate
+from .tasks import Example, encode_example, make_task
+
+RECORD_NAME = "training.json"
+
+
+@dataclass(frozen=True)
+class AdapterJob:
+    """One adapter to train: ``kind`` is ``"lora"`` or ``"vera"``; ``group`` names its folder under the zoo root."""
+
+    task: str
+    kind: str
+    seed: int
+    group: str
+
+    def directory(self, root: Path) -> Path:
+        return Path(root) / self.group / self.task
+
+
+def peft_config(preset, kind: str):
+    """The peft config of a preset's adapters (LoRA: r, alpha on q/k/v/o; VeRA: one shared PRNG key)."""
+    from peft import LoraConfig, VeraConfig
+
+    if kind == "lora":
+        return LoraConfig(r=preset.lora_rank, lora_alpha=preset.lora_alpha, target_modules=list(preset.target_modules),
+                          lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+    if kind == "vera":
+        return VeraConfig(r=preset.vera_rank, target_modules=list(preset.target_modules),
+                          projection_prng_key=preset.vera_prng_key, save_projection=False, vera_dropout=0.0,
+                          task_type="CAUSAL_LM")
+    raise ValueError(f"hydralib.suite.training: unknown adapter kind {kind!r} (lora or vera)")
+
+
+def zoo_jobs(preset, kinds: Sequence[str] = ("lora", "vera", "control")) -> list[AdapterJob]:
+    """Every adapter of the zoo: LoRA and VeRA for every task (seed ``preset.seed``), and the seed-control set
+    (LoRA for the tasks of the first two applications, each ``preset.control_seeds``)."""
+    jobs = []
+    for kind in kinds:
+        if kind in ("lora", "vera"):
+            jobs += [AdapterJob(t, kind, preset.seed, kind) for t in preset.tasks]
+        elif kind == "control":
+            control_apps = preset.applications[:2]
+            for seed in preset.control_seeds:
+                jobs += [AdapterJob(t, "lora", seed, f"lora-seed{seed}") for t in preset.tasks
+                         if t.rsplit("-", 1)[0] in control_apps]
+        else:
+            raise ValueError(f"hydralib.suite.training: unknown kind {kind!r} (lora, vera, control)")
+    return jobs
+
+
+def is_complete(directory: Path) -> bool:
+    """A finished adapter directory: config, weights and training record present."""
+    return all((Path(directory) / name).is_file() for name in (CONFIG_NAME, WEIGHTS_NAME, RECORD_NAME))
+
+
+def train_adapter(model, tokenizer, examples: Sequence[Example], config, *, steps: int, batch_size: int,
+                  learning_rate: float, seed: int, progress: bool = True, desc: str = "train"):
+    """Wrap ``model`` with ``config`` (seeded), train on answer tokens only, return (peft_model, losses).
+
+    Batches are drawn with a generator seeded by ``seed``; the loss is the
+    mean cross-entropy of the answer tokens (prompt tokens are not trained on).
+    The caller saves the adapter and calls ``peft_model.unload()``.
+    """
+    from peft import get_peft_model
+
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)  # peft draws lora_A from the global generator
+    peft_model = get_peft_model(model, config)
+    peft_model.train()
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    warmup, total = max(1, steps // 10), max(1, steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    encoded = [encode_example(e, tokenizer) for e in examples]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in tqdm(range(steps), disable=not progress, desc=desc, leave=False):
+        idx = torch.randint(len(encoded), (batch_size,), generator=generator).tolist()
+        input_ids, attention_mask, target_mask, targets = collate([encoded[i] for i in idx], pad_id, device)
+        logits = answer_logits(peft_model.base_model.model, input_ids, attention_mask, target_mask)
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+    peft_model.eval()
+    return peft_model, losses
+
+
+def _save(peft_model, directory: Path, record: dict, overwrite: bool) -> Path:
+    """Save the adapter in half precision with its training record, atomically."""
+    from safetensors.torch import load_file, save_file
+
+    with atomic_dir(directory, overwrite=overwrite) as tmp:
+        peft_model.save_pretrained(str(tmp))
+        weights = tmp / WEIGHTS_NAME
+        tensors = {k: v.to(torch.float16) for k, v in load_file(str(weights)).items()}
+        save_file(tensors, str(weights), metadata={"format": "pt"})
+        (tmp / RECORD_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return directory
+
+
+def train_jobs(preset, root: str | Path, jobs: Sequence[AdapterJob], splits: Mapping | None = None,
+               resume: bool = True, device=None, progress: bool = True, command: str = "",
+               model_and_tokenizer=None) -> list[Path]:
+    """Train the given jobs under ``root``, skipping complete ones (``resume``); return their directories.
+
+    ``splits``: ``{task: TaskSplits}`` made beforehand (e.g. read from a JSON
+    dump on a machine without the suite's data packages); made on demand otherwise.
+    """
+    from ..presets import get_device
+    from .models import load_base_model
+
+    root = Path(root)
+    device = device or get_device()
+    todo = [j for j in jobs if not (resume and is_complete(j.directory(root)))]
+    if todo:
+        model, tokenizer = model_and_tokenizer or load_base_model(preset, device=device)
+        model.name_or_path = preset.base_model  # peft records it as base_model_name_or_path
+        splits = dict(splits or {})
+        for job in tqdm(todo, disable=not progress, desc=f"adapters ({len(jobs) - len(todo)} of {len(jobs)} done)"):
+            if job.task not in splits:
+                splits[job.task] = make_task(job.task, preset.seed, preset.n_train, preset.n_validation, preset.n_test)
+            start = time.perf_counter()
+            config = peft_config(preset, job.kind)
+            lr = preset.vera_learning_rate if job.kind == "vera" else preset.learning_rate
+            peft_model, losses = train_adapter(
+                model, tokenizer, splits[job.task].train, config, steps=preset.train_steps,
+                batch_size=preset.batch_size, learning_rate=lr, seed=job.seed,
+                progress=progress, desc=f"{job.group}/{job.task}")
+            record = {"task": job.task, "kind": job.kind, "seed": job.seed, "group": job.group,
+                      "preset": preset.name, "base_model": preset.base_model, "steps": preset.train_steps,
+                      "batch_size": preset.batch_size, "learning_rate": lr,
+                      "n_train": preset.n_train, "losses": losses, "seconds": time.perf_counter() - start,
+                      "device": str(device), "torch_threads": torch.get_num_threads(), "command": command}
+            _save(peft_model, job.directory(root), record, overwrite=not resume)
+            peft_model.unload()
+    return [j.directory(Path(root)) for j in jobs]
+
+
+def train_zoo(preset, root: str | Path, kinds: Sequence[str] = ("lora", "vera", "control"),
+              tasks: Iterable[str] | None = None, resume: bool = True, device=None, progress: bool = True,
+              command: str = "") -> list[Path]:
+    """Train every missing adapter of the zoo under ``root``; finished ones are kept (``resume``).
+
+    Returns the directories of every adapter of the requested jobs.
+    """
+    wanted = set(tasks) if tasks is not None else None
+    jobs = [j for j in zoo_jobs(preset, kinds) if wanted is None or j.task in wanted]
+    return train_jobs(preset, root, jobs, resume=resume, device=device, progress=progress, command=command)
