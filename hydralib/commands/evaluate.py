@@ -1,0 +1,65 @@
+"""`hydralib evaluate`: exact match of adapters on suite tasks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import HydraError
+from .common import EXIT_OK, read_json_object, text_table as _table
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("adapters", nargs="*", help="PEFT adapter directories or globs (none: the base model alone)")
+    p.add_argument("--preset", default=None, help="tiny, default or paper (default: $HYDRALIB_PRESET or 'default')")
+    p.add_argument("--tasks", nargs="+", default=None,
+                   help="suite tasks to evaluate (default: the adapters' names that are suite tasks, else all)")
+    p.add_argument("--mapping", default=None, help="JSON file {task: adapter} (per-task heads); default: same name")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--limit", type=int, default=None, help="at most this many examples per task")
+    p.add_argument("--json", default=None, help="also write the scores to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
+
+
+def run(args) -> int:
+    from ..adapters import load_adapters
+    from ..atomic import atomic_file, check_writable
+    from ..presets import get_preset
+    from ..suite.evaluation import evaluate
+    from ..suite.models import load_base_model
+    from ..suite.tasks import make_task
+
+    if args.json:
+        check_writable(args.json, args.overwrite)
+    preset = get_preset(args.preset)
+    mapping = read_json_object(args.mapping, "mapping")
+    model, tokenizer = load_base_model(preset)
+    aset = load_adapters(args.adapters, base_model=model) if args.adapters else None
+    if args.tasks:
+        tasks = list(args.tasks)
+    elif mapping:
+        tasks = list(mapping)
+    elif aset is not None and set(aset.tasks) <= set(preset.tasks):
+        tasks = list(aset.tasks)
+    else:
+        tasks = list(preset.tasks)
+    unknown = [t for t in tasks if t not in preset.tasks]
+    if unknown:
+        raise HydraError(f"evaluate: tasks {unknown[:3]} are not in the {preset.name!r} preset; use --tasks or --mapping")
+    if aset is not None:
+        missing = sorted({(mapping or {}).get(t, t) for t in tasks} - set(aset.tasks))
+        if missing:
+            raise HydraError(f"evaluate: no adapter named {missing[:3]} among {aset.tasks[:5]}; pass --mapping")
+    examples = {}
+    for task in tasks:
+        split = make_task(task, preset.seed, preset.n_train, preset.n_validation, preset.n_test)[args.split]
+        examples[task] = split[: args.limit] if args.limit else split
+    scores = evaluate(model, tokenizer, examples, adapters=aset, mapping=mapping)
+    print(_table([[t, v["adapter"] or "(base model)", v["n"], f"{v['exact_match']:.3f}"] for t, v in scores.items()],
+                 ["task", "adapter", "n", "exact match"]))
+    mean = sum(v["exact_match"] for v in scores.values()) / len(scores)
+    print(f"mean exact match over {len(scores)} tasks: {mean:.3f}")
+    if args.json:
+        with atomic_file(args.json, overwrite=args.overwrite) as tmp:
+            tmp.write_text(json.dumps({"preset": preset.name, "split": args.split, "scores": scores}, indent=1))
+    return EXIT_OK

@@ -1,0 +1,72 @@
+"""`hydralib merge`: HydraOpt bundles (with per-task PEFT export) and dW-space baselines."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import HydraError
+from .common import EXIT_OK, read_json_object
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..merge import MERGE_METHODS, SOLVERS, WEIGHTINGS
+
+    p.add_argument("adapters", nargs="+", help="PEFT LoRA adapter directories or glob patterns")
+    p.add_argument("--method", default="hydraopt", choices=["hydraopt", *MERGE_METHODS],
+                   help="hydraopt (shared factor + heads) or a dW-space baseline (default hydraopt)")
+    p.add_argument("--out", required=True,
+                   help="hydraopt: bundle directory; baselines: a PEFT LoRA directory of the merged adapter")
+    p.add_argument("--heads", default="task",
+                   help="hydraopt: 'task' (one per task), a metadata key (application, language) or an integer K")
+    p.add_argument("--rank", type=int, default=None, help="rank of the result (default: the adapters' rank)")
+    p.add_argument("--side", default="A", choices=["A", "B"], help="hydraopt: which factor is shared")
+    p.add_argument("--solver", default="exact", choices=list(SOLVERS), help="hydraopt solver")
+    p.add_argument("--weighting", default="uniform", choices=list(WEIGHTINGS), help="hydraopt task weighting")
+    p.add_argument("--lam", type=float, default=1.0, help="baselines: global scaling of the merged dW")
+    p.add_argument("--density", type=float, default=None, help="baselines: TIES/DARE density")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random step")
+    p.add_argument("--metadata", default=None, help="JSON file {task: {application, language}} for --heads")
+    p.add_argument("--export-peft", default=None, help="hydraopt: also write one PEFT LoRA directory per task here")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def run(args) -> int:
+    from .. import storage
+    from ..adapters import AdapterSet, load_adapters
+    from ..atomic import check_writable
+
+    check_writable(args.out, args.overwrite)
+    if args.export_peft:
+        check_writable(args.export_peft, args.overwrite)
+    aset = load_adapters(args.adapters, metadata=read_json_object(args.metadata, "metadata"))
+    total = storage.set_params(aset)
+    if args.method == "hydraopt":
+        from ..merge import export_peft, hydraopt
+
+        heads = int(args.heads) if args.heads.isdigit() else args.heads
+        try:
+            result = hydraopt(aset, heads=heads, rank=args.rank, side=args.side, solver=args.solver,
+                              weighting=args.weighting, seed=args.seed, device="cpu")
+        except (KeyError, ValueError) as exc:
+            raise HydraError(f"hydraopt: {exc}") from None
+        result.save(args.out, overwrite=args.overwrite)
+        print(f"hydraopt: {result.n_heads} heads, side {args.side}, loss {result.total_loss:.4g} "
+              f"(floor {result.total_floor:.4g}, energy {result.total_energy:.4g}); storage {result.storage:,} "
+              f"numbers = {result.storage / total:.3f} of keeping all {len(aset.tasks)} adapters")
+        if args.export_peft:
+            export_peft(result, args.export_peft, overwrite=args.overwrite)
+            print(f"wrote {args.out} (bundle) and {len(aset.tasks)} PEFT directories under {args.export_peft}")
+        else:
+            print(f"wrote {args.out} (bundle)")
+        return EXIT_OK
+    from ..merge import merge_adapters
+
+    try:
+        merged = merge_adapters(aset, args.method, lam=args.lam, density=args.density, rank=args.rank, seed=args.seed)
+    except (KeyError, ValueError) as exc:
+        raise HydraError(f"{args.method}: {exc}") from None
+    out = AdapterSet.from_factors({"merged": {m: merged.factors(m) for m in aset.modules}}, base_model=aset.base_model)
+    out.save_peft("merged", args.out, overwrite=args.overwrite)
+    print(f"{args.method}: rank {merged.rank}, storage {merged.storage:,} numbers = {merged.storage / total:.3f} of "
+          f"keeping all {len(aset.tasks)} adapters; wrote PEFT directory {args.out}")
+    return EXIT_OK

@@ -1,0 +1,28 @@
+"""`hydralib train`: train the adapter zoo of a preset, resumably."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import EXIT_OK
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default=None, help="tiny, default or paper (default: $HYDRALIB_PRESET or 'default')")
+    p.add_argument("--out", default="data/adapters", help="zoo root; one folder per group (lora, vera, lora-seedN)")
+    p.add_argument("--kinds", nargs="+", default=["lora", "vera", "control"], choices=["lora", "vera", "control"])
+    p.add_argument("--tasks", nargs="+", default=None, help="only these tasks (default: every task of the preset)")
+    p.add_argument("--overwrite", action="store_true", help="retrain adapters that are already complete")
+
+
+def run(args) -> int:
+    from ..presets import get_preset
+    from ..suite.training import train_zoo
+
+    preset = get_preset(args.preset)
+    command = "hydralib train " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train"] else "hydralib train"
+    dirs = train_zoo(preset, args.out, kinds=args.kinds, tasks=args.tasks, resume=not args.overwrite,
+                     command=command)
+    print(f"{len(dirs)} adapters complete under {args.out}")
+    return EXIT_OK
