@@ -1,7 +1,7 @@
 """The ``hydralib`` command line.
 
 Subcommands are registered in :data:`COMMANDS` (name -> (help, module)); each
-module of :mod:`hydralib.commands` has
+module of :mod:`hydralib.commands` (and :mod:`hydralib.bench.cli`) has
 ``add_arguments(parser)`` and ``run(args) -> exit code``. Exit codes scripts can
 rely on: 0 success, 1 bad input (a one-line message on stderr that names the
 file and the problem), 2 usage error (argparse). ``--debug`` shows the
@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("exact match of adapters (or the base model) on suite tasks, with an optional task -> adapter map",
                  "hydralib.commands.evaluate"),
     "train": ("train the adapter zoo of a preset (resumable: finished adapters are kept)", "hydralib.commands.train"),
+    "bench": ("time and measure memory of merging: HydraOpt exact / Adam, dW baselines, peft's add_weighted_adapter",
+              "hydralib.bench.cli"),
 }
 
 
