@@ -27,7 +27,7 @@ def run(args) -> int:
     from ..presets import get_preset
     from ..suite.evaluation import evaluate
     from ..suite.models import load_base_model
-    from ..suite.tasks import make_task
+    from ..suite.tasks import preset_task
 
     if args.json:
         check_writable(args.json, args.overwrite)
@@ -52,7 +52,7 @@ def run(args) -> int:
             raise HydraError(f"evaluate: no adapter named {missing[:3]} among {aset.tasks[:5]}; pass --mapping")
     examples = {}
     for task in tasks:
-        split = make_task(task, preset.seed, preset.n_train, preset.n_validation, preset.n_test)[args.split]
+        split = preset_task(preset, task)[args.split]
         examples[task] = split[: args.limit] if args.limit else split
     scores = evaluate(model, tokenizer, examples, adapters=aset, mapping=mapping)
     print(_table([[t, v["adapter"] or "(base model)", v["n"], f"{v['exact_match']:.3f}"] for t, v in scores.items()],

@@ -174,12 +174,15 @@ def make_task(task_name: str, seed: int = 0, n_train: int = 1600, n_validation: 
     )
 
 
+def preset_task(preset, task_name: str, seed: int | None = None) -> TaskSplits:
+    """Splits of one task with a preset's sizes and seed (``seed`` overrides the preset's)."""
+    seed = preset.seed if seed is None else seed
+    return make_task(task_name, seed, preset.n_train, preset.n_validation, preset.n_test)
+
+
 def make_suite(preset, seed: int | None = None) -> dict[str, TaskSplits]:
     """Splits of every task of a preset, with the preset's sizes and seed."""
-    seed = preset.seed if seed is None else seed
-    return {
-        task: make_task(task, seed, preset.n_train, preset.n_validation, preset.n_test) for task in preset.tasks
-    }
+    return {task: preset_task(preset, task, seed) for task in preset.tasks}
 
 
 def describe_suite(seed: int = 0, tasks=None) -> list[dict[str, str]]:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_dir
 from ..peft_io import CONFIG_NAME, WEIGHTS_NAME
 from .evaluation import answer_logits, collate
-from .tasks import Example, encode_example, make_task
+from .tasks import Example, encode_example, preset_task
 
 RECORD_NAME = "training.json"
 
@@ -156,7 +156,7 @@ def train_jobs(preset, root: str | Path, jobs: Sequence[AdapterJob], splits: Map
         splits = dict(splits or {})
         for job in tqdm(todo, disable=not progress, desc=f"adapters ({len(jobs) - len(todo)} of {len(jobs)} done)"):
             if job.task not in splits:
-                splits[job.task] = make_task(job.task, preset.seed, preset.n_train, preset.n_validation, preset.n_test)
+                splits[job.task] = preset_task(preset, job.task)
             start = time.perf_counter()
             config = peft_config(preset, job.kind)
             lr = preset.vera_learning_rate if job.kind == "vera" else preset.learning_rate

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_file
-from .tasks import Example, TaskSplits, make_task
+from .tasks import Example, TaskSplits, make_suite, preset_task
 from .training import zoo_jobs
 
 SPLITS = ("train", "validation", "test")
@@ -39,7 +39,7 @@ def dump_splits(preset, path: str | Path) -> Path:
     """Write every task's splits as gzipped JSON ``{task: {split: [[prompt, answer], ...]}}``."""
     data = {}
     for task in preset.tasks:
-        splits = make_task(task, preset.seed, preset.n_train, preset.n_validation, preset.n_test)
+        splits = preset_task(preset, task)
         data[task] = {name: [[e.prompt, e.answer] for e in splits[name]] for name in SPLITS}
     with atomic_file(path, overwrite=True) as tmp:
         with gzip.open(tmp, "wt", encoding="utf-8") as fh:
@@ -142,8 +142,7 @@ def main(argv=None) -> int:
     root = Path(args.root)
     shard_dir = root / ".shards"
     if args.worker is not None:
-        splits = load_splits(args.splits) if args.splits else {
-            t: make_task(t, preset.seed, preset.n_train, preset.n_validation, preset.n_test) for t in preset.tasks}
+        splits = load_splits(args.splits) if args.splits else make_suite(preset)
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(1, args.workers)))
         run_worker(preset, root, splits, args.worker, args.workers, args.n_transfer, device,
                    shard_dir / f"shard{args.worker}.json")
