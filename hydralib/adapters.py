@@ -315,16 +315,14 @@ def _describe_difference(got: set, expected: set) -> str:
     return ", ".join(parts)
 
 
-def _module_shapes_from(base_model) -> dict[str, tuple[int, int]]:
-    """``{module: (d_out, d_in)}`` of every linear-like layer of a torch model."""
+def linear_shapes(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
+    """``{module: (d_out, d_in)}`` of every ``nn.Linear`` and GPT-2 ``Conv1D`` layer of a torch model."""
     shapes = {}
-    for name, module in base_model.named_modules():
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor) and weight.ndim == 2:
-            if type(module).__name__ == "Conv1D":  # GPT-2 stores (d_in, d_out)
-                shapes[name] = (int(weight.shape[1]), int(weight.shape[0]))
-            else:
-                shapes[name] = (int(weight.shape[0]), int(weight.shape[1]))
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            shapes[name] = (module.out_features, module.in_features)
+        elif type(module).__name__ == "Conv1D":  # GPT-2 stores (d_in, d_out)
+            shapes[name] = (int(module.weight.shape[1]), int(module.weight.shape[0]))
     return shapes
 
 
@@ -372,7 +370,7 @@ def load_adapters(
     first = raws[0]
     shapes_hint = dict(module_shapes or {})
     if base_model is not None:
-        shapes_hint.update(_module_shapes_from(base_model))
+        shapes_hint.update(linear_shapes(base_model))
 
     info: dict[str, ModuleInfo] = {}
     lora, vera = {}, {}

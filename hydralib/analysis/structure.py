@@ -312,15 +312,10 @@ def adapter_init_distance(
 def _target_shapes(model: torch.nn.Module, lora_config) -> dict[str, tuple[int, int]]:
     from peft.tuners.tuners_utils import check_target_module_exists
 
-    shapes = {}
-    for name, module in model.named_modules():
-        if not name or not check_target_module_exists(lora_config, name):
-            continue
-        if isinstance(module, torch.nn.Linear):
-            shapes[name] = (module.out_features, module.in_features)
-        elif type(module).__name__ == "Conv1D":  # GPT-2 stores (d_in, d_out)
-            shapes[name] = (int(module.weight.shape[1]), int(module.weight.shape[0]))
-    return shapes
+    from ..adapters import linear_shapes
+
+    return {name: shape for name, shape in linear_shapes(model).items()
+            if name and check_target_module_exists(lora_config, name)}
 
 
 def _skeleton(shapes: Mapping[str, tuple[int, int]]) -> torch.nn.Module:
