@@ -69,10 +69,9 @@ def _evaluation_units(preset) -> list[tuple]:
 def run_worker(preset, root: Path, splits, shard: int, n_shards: int, n_transfer: int, device, out: Path) -> None:
     """Train this shard's adapters, then evaluate this shard's units; write the shard's results JSON."""
     from ..adapters import load_adapters
-    from .evaluation import evaluate, exact_match
+    from .evaluation import evaluate, transfer_matrix
     from .models import load_base_model
     from .training import train_jobs
-    from ..runtime import applied
 
     torch.manual_seed(0)
     model, tokenizer = load_base_model(preset, device=device)
@@ -95,10 +94,9 @@ def run_worker(preset, root: Path, splits, shard: int, n_shards: int, n_transfer
         else:
             adapter = unit[1]
             aset = load_adapters([lora_dirs[adapter]], tasks=[adapter])
-            with applied(model, aset, adapter):
-                results["transfer"][adapter] = {
-                    t: float(exact_match(model, tokenizer, splits[t].test[:n_transfer]).float().mean())
-                    for t in preset.tasks}
+            probe = {t: splits[t].test[:n_transfer] for t in preset.tasks}
+            row = transfer_matrix(model, tokenizer, probe, aset, progress=False)[0]
+            results["transfer"][adapter] = dict(zip(preset.tasks, row.tolist()))
     results["seconds"] = time.perf_counter() - start
     with atomic_file(out, overwrite=True) as tmp:
         tmp.write_text(json.dumps(results))
