@@ -54,7 +54,7 @@ def run(args) -> int:
     for task in tasks:
         split = preset_task(preset, task)[args.split]
         examples[task] = split[: args.limit] if args.limit else split
-    scores = evaluate(model, tokenizer, examples, adapters=aset, mapping=mapping)
+    scores = evaluate(model, tokenizer, examples, adapters=aset, mapping=mapping, compute_dtype=preset.compute_dtype)
     print(_table([[t, v["adapter"] or "(base model)", v["n"], f"{v['exact_match']:.3f}"] for t, v in scores.items()],
                  ["task", "adapter", "n", "exact match"]))
     mean = sum(v["exact_match"] for v in scores.values()) / len(scores)

@@ -21,6 +21,7 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
@@ -57,6 +58,17 @@ def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, device=No
     return tuple(t.to(device) for t in out) if device is not None else out
 
 
+def compute_context(device, compute_dtype: str | None = None):
+    """Autocast context for ``compute_dtype`` (``"bfloat16"``, ``"float16"``), or no-op for None/``"float32"``.
+
+    Matrix products then run in the lower precision while the weights stay
+    fp32; on CPUs with AVX512-BF16 a bf16 training step is about 2x faster.
+    """
+    if compute_dtype in (None, "float32"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, compute_dtype))
+
+
 def answer_logits(model, input_ids, attention_mask, target_mask) -> torch.Tensor:
     """Logits (n_answer_tokens, vocab) at the answer positions only (the LM head is applied there only)."""
     decoder, head = model.get_decoder(), model.get_output_embeddings()
@@ -68,14 +80,19 @@ def answer_logits(model, input_ids, attention_mask, target_mask) -> torch.Tensor
 
 @torch.no_grad()
 def exact_match_ids(model, pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, batch_size: int = 16,
-                    progress: bool = False) -> torch.Tensor:
-    """Per-pair exact match (bool tensor) of token-id pairs (prompt ids, answer ids) by teacher forcing."""
+                    progress: bool = False, compute_dtype: str | None = None) -> torch.Tensor:
+    """Per-pair exact match (bool tensor) of token-id pairs (prompt ids, answer ids) by teacher forcing.
+
+    ``compute_dtype``: see :func:`compute_context` (None: the weights' precision).
+    """
     device = next(model.parameters()).device
     correct = []
     for start in tqdm(range(0, len(pairs), batch_size), disable=not progress, desc="exact match", leave=False):
         batch = pairs[start : start + batch_size]
         input_ids, attention_mask, target_mask, targets = collate(batch, pad_id, device)
-        hits = answer_logits(model, input_ids, attention_mask, target_mask).argmax(-1) == targets
+        with compute_context(device, compute_dtype):
+            logits = answer_logits(model, input_ids, attention_mask, target_mask)
+        hits = logits.argmax(-1) == targets
         offset = 0
         for _, answer in batch:
             correct.append(bool(hits[offset : offset + len(answer)].all()))
@@ -84,11 +101,12 @@ def exact_match_ids(model, pairs: Sequence[tuple[list[int], list[int]]], pad_id:
 
 
 def exact_match(model, tokenizer, examples: Sequence[Example], batch_size: int = 16,
-                progress: bool = False) -> torch.Tensor:
+                progress: bool = False, compute_dtype: str | None = None) -> torch.Tensor:
     """Per-example exact match (bool tensor, one entry per example) by teacher forcing."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     pairs = [encode_example(e, tokenizer) for e in examples]
-    return exact_match_ids(model, pairs, pad_id, batch_size=batch_size, progress=progress)
+    return exact_match_ids(model, pairs, pad_id, batch_size=batch_size, progress=progress,
+                           compute_dtype=compute_dtype)
 
 
 def evaluate(
@@ -99,12 +117,14 @@ def evaluate(
     mapping: Mapping[str, str] | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    compute_dtype: str | None = None,
 ) -> dict[str, dict]:
     """Exact match of every task's examples, each with its adapter applied.
 
     ``adapters=None`` evaluates the base model. Otherwise task ``t`` is run with
     adapter ``mapping.get(t, t)`` of ``adapters`` (so a merged set with one
     adapter per head, and a mapping task -> head, goes through the same call).
+    ``compute_dtype``: autocast precision (:func:`compute_context`), e.g. a preset's ``compute_dtype``.
     Returns ``{task: {"exact_match": float, "n": int, "adapter": str | None}}``.
     """
     mapping = dict(mapping or {})
@@ -113,19 +133,20 @@ def evaluate(
     for task in tqdm(list(examples), disable=not progress, desc="evaluate"):
         adapter = None if adapters is None else mapping.get(task, task)
         with applied(model, adapters, adapter):
-            hits = exact_match(model, tokenizer, examples[task], batch_size=batch_size)
+            hits = exact_match(model, tokenizer, examples[task], batch_size=batch_size, compute_dtype=compute_dtype)
         results[task] = {"exact_match": float(hits.float().mean()) if len(hits) else float("nan"),
                          "n": int(len(hits)), "adapter": adapter}
     return results
 
 
 def transfer_matrix(model, tokenizer, examples: Mapping[str, Sequence[Example]], adapters: "AdapterSet",
-                    batch_size: int = 16, progress: bool = True) -> torch.Tensor:
+                    batch_size: int = 16, progress: bool = True, compute_dtype: str | None = None) -> torch.Tensor:
     """Exact match of every adapter (rows, ``adapters.tasks``) on every task (columns, ``examples`` order)."""
     tasks = list(examples)
     matrix = torch.zeros(len(adapters.tasks), len(tasks))
     for i, adapter in enumerate(tqdm(adapters.tasks, disable=not progress, desc="transfer")):
         with applied(model, adapters, adapter):
             for j, task in enumerate(tasks):
-                matrix[i, j] = exact_match(model, tokenizer, examples[task], batch_size=batch_size).float().mean()
+                matrix[i, j] = exact_match(model, tokenizer, examples[task], batch_size=batch_size,
+                                           compute_dtype=compute_dtype).float().mean()
     return matrix

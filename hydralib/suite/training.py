@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_dir
 from ..peft_io import CONFIG_NAME, WEIGHTS_NAME
-from .evaluation import answer_logits, collate
+from .evaluation import answer_logits, collate, compute_context
 from .tasks import Example, encode_example, preset_task
 
 RECORD_NAME = "training.json"
@@ -64,7 +64,7 @@ def peft_config(preset, kind: str):
     raise ValueError(f"hydralib.suite.training: unknown adapter kind {kind!r} (lora or vera)")
 
 
-def zoo_jobs(preset, kinds: Sequence[str] = ("lora", "vera", "control")) -> list[AdapterJob]:
+def zoo_jobs(preset, kinds: Sequence[str] = ("lora", "control", "vera")) -> list[AdapterJob]:
     """Every adapter of the zoo: LoRA and VeRA for every task (seed ``preset.seed``), and the seed-control set
     (LoRA for the tasks of the first two applications, each ``preset.control_seeds``)."""
     jobs = []
@@ -87,11 +87,14 @@ def is_complete(directory: Path) -> bool:
 
 
 def train_adapter(model, tokenizer, examples: Sequence[Example], config, *, steps: int, batch_size: int,
-                  learning_rate: float, seed: int, progress: bool = True, desc: str = "train"):
+                  learning_rate: float, seed: int, progress: bool = True, desc: str = "train",
+                  compute_dtype: str | None = None):
     """Wrap ``model`` with ``config`` (seeded), train on answer tokens only, return (peft_model, losses).
 
     Batches are drawn with a generator seeded by ``seed``; the loss is the
     mean cross-entropy of the answer tokens (prompt tokens are not trained on).
+    ``compute_dtype`` (e.g. ``"bfloat16"``) runs the forward pass under autocast;
+    the adapter weights and the optimiser stay fp32.
     The caller saves the adapter and calls ``peft_model.unload()``.
     """
     from peft import get_peft_model
@@ -112,7 +115,8 @@ def train_adapter(model, tokenizer, examples: Sequence[Example], config, *, step
     for _ in tqdm(range(steps), disable=not progress, desc=desc, leave=False):
         idx = torch.randint(len(encoded), (batch_size,), generator=generator).tolist()
         input_ids, attention_mask, target_mask, targets = collate([encoded[i] for i in idx], pad_id, device)
-        logits = answer_logits(peft_model.base_model.model, input_ids, attention_mask, target_mask)
+        with compute_context(device, compute_dtype):
+            logits = answer_logits(peft_model.base_model.model, input_ids, attention_mask, target_mask)
         loss = torch.nn.functional.cross_entropy(logits.float(), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -163,10 +167,10 @@ def train_jobs(preset, root: str | Path, jobs: Sequence[AdapterJob], splits: Map
             peft_model, losses = train_adapter(
                 model, tokenizer, splits[job.task].train, config, steps=preset.train_steps,
                 batch_size=preset.batch_size, learning_rate=lr, seed=job.seed,
-                progress=progress, desc=f"{job.group}/{job.task}")
+                progress=progress, desc=f"{job.group}/{job.task}", compute_dtype=preset.compute_dtype)
             record = {"task": job.task, "kind": job.kind, "seed": job.seed, "group": job.group,
                       "preset": preset.name, "base_model": preset.base_model, "steps": preset.train_steps,
-                      "batch_size": preset.batch_size, "learning_rate": lr,
+                      "batch_size": preset.batch_size, "learning_rate": lr, "compute_dtype": preset.compute_dtype,
                       "n_train": preset.n_train, "losses": losses, "seconds": time.perf_counter() - start,
                       "device": str(device), "torch_threads": torch.get_num_threads(), "command": command}
             _save(peft_model, job.directory(root), record, overwrite=not resume)
@@ -174,7 +178,7 @@ def train_jobs(preset, root: str | Path, jobs: Sequence[AdapterJob], splits: Map
     return [j.directory(Path(root)) for j in jobs]
 
 
-def train_zoo(preset, root: str | Path, kinds: Sequence[str] = ("lora", "vera", "control"),
+def train_zoo(preset, root: str | Path, kinds: Sequence[str] = ("lora", "control", "vera"),
               tasks: Iterable[str] | None = None, resume: bool = True, device=None, progress: bool = True,
               command: str = "") -> list[Path]:
     """Train every missing adapter of the zoo under ``root``; finished ones are kept (``resume``).

@@ -33,6 +33,7 @@ from .tasks import Example, TaskSplits, make_suite, preset_task
 from .training import zoo_jobs
 
 SPLITS = ("train", "validation", "test")
+KINDS = ("lora", "control", "vera")
 
 
 def dump_splits(preset, path: str | Path) -> Path:
@@ -58,15 +59,19 @@ def load_splits(path: str | Path, seed: int = 0) -> dict[str, TaskSplits]:
     }
 
 
-def _evaluation_units(preset) -> list[tuple]:
-    units = [("base", t) for t in preset.tasks]
-    groups = sorted({j.group for j in zoo_jobs(preset)})
-    units += [("own", g, j.task) for g in groups for j in zoo_jobs(preset) if j.group == g]
-    units += [("transfer", t) for t in preset.tasks]
+def _evaluation_units(preset, kinds=KINDS) -> list[tuple]:
+    """Base model and transfer matrix come with the ``lora`` kind; own-task scores with every kind."""
+    units = [("base", t) for t in preset.tasks] if "lora" in kinds else []
+    jobs = zoo_jobs(preset, kinds)
+    groups = sorted({j.group for j in jobs})
+    units += [("own", g, j.task) for g in groups for j in jobs if j.group == g]
+    if "lora" in kinds:
+        units += [("transfer", t) for t in preset.tasks]
     return units
 
 
-def run_worker(preset, root: Path, splits, shard: int, n_shards: int, n_transfer: int, device, out: Path) -> None:
+def run_worker(preset, root: Path, splits, shard: int, n_shards: int, n_transfer: int, device, out: Path,
+               kinds=KINDS) -> None:
     """Train this shard's adapters, then evaluate this shard's units; write the shard's results JSON."""
     from ..adapters import load_adapters
     from .evaluation import evaluate, transfer_matrix
@@ -75,37 +80,54 @@ def run_worker(preset, root: Path, splits, shard: int, n_shards: int, n_transfer
 
     torch.manual_seed(0)
     model, tokenizer = load_base_model(preset, device=device)
-    jobs = zoo_jobs(preset)[shard::n_shards]
+    jobs = zoo_jobs(preset, kinds)[shard::n_shards]
     start = time.perf_counter()
     train_jobs(preset, root, jobs, splits=splits, device=device, progress=False,
                command="python -m hydralib.suite.zoo", model_and_tokenizer=(model, tokenizer))
     train_seconds = time.perf_counter() - start
     results: dict = {"base": {}, "own": {}, "transfer": {}, "train_seconds": train_seconds}
     lora_dirs = {j.task: j.directory(root) for j in zoo_jobs(preset, ("lora",))}
-    for unit in _evaluation_units(preset)[shard::n_shards]:
+    for unit in _evaluation_units(preset, kinds)[shard::n_shards]:
         if unit[0] == "base":
             task = unit[1]
-            results["base"][task] = evaluate(model, tokenizer, {task: splits[task].test}, progress=False)[task]
+            results["base"][task] = evaluate(model, tokenizer, {task: splits[task].test}, progress=False,
+                                               compute_dtype=preset.compute_dtype)[task]
         elif unit[0] == "own":
             group, task = unit[1], unit[2]
             aset = load_adapters([root / group / task], tasks=[task], base_model=model)
             results["own"].setdefault(group, {})[task] = evaluate(
-                model, tokenizer, {task: splits[task].test}, adapters=aset, progress=False)[task]
+                model, tokenizer, {task: splits[task].test}, adapters=aset, progress=False,
+                compute_dtype=preset.compute_dtype)[task]
         else:
             adapter = unit[1]
             aset = load_adapters([lora_dirs[adapter]], tasks=[adapter])
             probe = {t: splits[t].test[:n_transfer] for t in preset.tasks}
-            row = transfer_matrix(model, tokenizer, probe, aset, progress=False)[0]
+            row = transfer_matrix(model, tokenizer, probe, aset, progress=False,
+                                  compute_dtype=preset.compute_dtype)[0]
             results["transfer"][adapter] = dict(zip(preset.tasks, row.tolist()))
     results["seconds"] = time.perf_counter() - start
     with atomic_file(out, overwrite=True) as tmp:
         tmp.write_text(json.dumps(results))
 
 
-def merge_results(preset, shard_files, n_transfer: int, extra: dict) -> dict:
-    """One results dict from the shards' JSON files."""
+def merge_results(preset, shard_files, n_transfer: int, extra: dict, previous: dict | None = None) -> dict:
+    """One results dict from the shards' JSON files.
+
+    ``previous`` (an earlier results dict, e.g. before training another kind)
+    is kept where the shards have nothing newer: its base scores, transfer
+    rows and own-task groups that this run did not evaluate.
+    """
     merged: dict = {"preset": preset.name, "base_model": preset.base_model, "n_test": preset.n_test,
                     "n_transfer": n_transfer, "base": {}, "own": {}, "transfer": {}, "worker_seconds": []}
+    if previous:
+        merged["base"].update(previous.get("base", {}))
+        for group, scores in previous.get("own", {}).items():
+            merged["own"][group] = dict(scores)
+        old = previous.get("transfer") or {}
+        for adapter, row in zip(old.get("adapters", []), old.get("matrix", [])):
+            merged["transfer"][adapter] = dict(zip(old["tasks"], row))
+        merged["n_transfer"] = previous.get("n_transfer", n_transfer)
+        merged["worker_seconds"] = list(previous.get("worker_seconds", []))
     for path in shard_files:
         part = json.loads(Path(path).read_text())
         merged["base"].update(part["base"])
@@ -132,7 +154,8 @@ def main(argv=None) -> int:
     p.add_argument("--splits", default=None, help="gzipped JSON of the splits (default: generate them)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default=None)
-    p.add_argument("--n-transfer", type=int, default=50)
+    p.add_argument("--n-transfer", type=int, default=12, help="test examples per task in the transfer matrix")
+    p.add_argument("--kinds", default=",".join(KINDS), help="adapter kinds to train and evaluate (lora,control,vera)")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     preset = get_preset(args.preset)
@@ -143,7 +166,7 @@ def main(argv=None) -> int:
         splits = load_splits(args.splits) if args.splits else make_suite(preset)
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(1, args.workers)))
         run_worker(preset, root, splits, args.worker, args.workers, args.n_transfer, device,
-                   shard_dir / f"shard{args.worker}.json")
+                   shard_dir / f"shard{args.worker}.json", kinds=tuple(args.kinds.split(",")))
         return 0
 
     from .models import load_base_model
@@ -154,7 +177,8 @@ def main(argv=None) -> int:
         args.splits = str(dump_splits(preset, root / ".splits.json.gz"))
     shard_dir.mkdir(parents=True, exist_ok=True)
     base = [sys.executable, "-m", "hydralib.suite.zoo", "--root", str(root), "--workers", str(args.workers),
-            "--n-transfer", str(args.n_transfer), "--splits", args.splits, "--device", str(device)]
+            "--n-transfer", str(args.n_transfer), "--splits", args.splits, "--device", str(device),
+            "--kinds", args.kinds]
     if args.preset:
         base += ["--preset", args.preset]
     procs = [subprocess.Popen(base + ["--worker", str(i)]) for i in range(args.workers)]
@@ -164,7 +188,9 @@ def main(argv=None) -> int:
         return 1
     extra = {"device": str(device), "workers": args.workers, "wall_seconds": time.perf_counter() - start,
              "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
-    merged = merge_results(preset, sorted(shard_dir.glob("shard*.json")), args.n_transfer, extra)
+    previous = json.loads(Path(args.results).read_text()) if Path(args.results).is_file() else None
+    shards = [shard_dir / f"shard{i}.json" for i in range(args.workers)]
+    merged = merge_results(preset, shards, args.n_transfer, extra, previous=previous)
     with atomic_file(args.results, overwrite=True) as tmp:
         tmp.write_text(json.dumps(merged, indent=1) + "\n")
     print(f"zoo: {sum(len(v) for v in merged['own'].values())} adapters evaluated in "

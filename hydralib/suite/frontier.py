@@ -1,0 +1,299 @@
+"""The efficiency-performance frontier: every merge method on the zoo, tuned on validation, scored on test.
+
+One run (:func:`run_frontier`) does, on a preset's LoRA zoo:
+
+1. **tuning** on the validation split (``n_tune`` examples per task), the same
+   procedure for every tunable method: the global scale ``lam`` is searched on
+   a doubling grid from 1 (1, 2, 4, ... and 0.5) until the mean validation
+   exact match stops improving; then, for methods that prune, ``density`` in
+   (0.2, 0.5, 0.8) at the chosen ``lam``. Task weights are ``1/N`` for the
+   methods that sum (task arithmetic, DARE, peft ``linear``) and 1 for those
+   that average the sign-agreeing entries (TIES, DARE-TIES), so ``lam = 1``
+   means "the average update" for all of them;
+2. **scoring** on the first ``n_eval`` test examples of every task: the
+   individual LoRAs (the reference), the dW-space baselines
+   (:mod:`hydralib.merge.baselines`), peft's own ``add_weighted_adapter``
+   (factor space: ``linear``, ``ties``, ``dare_ties``), and HydraOpt over a grid
+   of heads x rank x side;
+3. **storage** of each (numbers stored, relative to keeping every adapter;
+   bytes in half precision).
+
+Relative performance is the paper's: the mean over tasks of merged exact match
+divided by the task's own-LoRA exact match on the same examples (tasks whose
+own score is 0 are left out of the mean and counted).
+
+The result is a JSON-ready dict keyed by a hash of its inputs (the adapter
+files, the method list and the sample sizes); :func:`frontier_results` loads
+the committed file when the hash matches and recomputes otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+FRONTIER_VERSION = 1
+SUMMING = {"task_arithmetic", "dare_linear", "magnitude_prune", "peft_linear"}
+DENSITIES = (0.2, 0.5, 0.8)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One point (or tuned family) of the frontier.
+
+    ``family``: ``"individual"``, ``"baseline"`` (dW space, :func:`~hydralib.merge.merge_adapters`),
+    ``"peft"`` (``add_weighted_adapter``, factor space) or ``"hydraopt"``.
+    ``method``: the baseline's name, ``"linear"``/``"ties"``/``"dare_ties"``
+    for peft, ``"exact"`` for HydraOpt. ``params``: fixed arguments (HydraOpt:
+    heads, rank, side). ``tune``: hyper-parameters searched on validation.
+    """
+
+    name: str
+    family: str
+    method: str
+    params: dict = field(default_factory=dict)
+    tune: tuple[str, ...] = ()
+
+
+def default_methods(preset, clustered_heads: int | None = None) -> list[MethodSpec]:
+    """The frontier of the merging issue: individual LoRAs; TA, TIES, DARE, DARE-TIES (tuned);
+    peft's linear / ties / dare_ties (tuned); HydraOpt with heads in {1, application, language,
+    clustered K, task} x rank in {r, 2r} x side in {A, B}."""
+    r = preset.lora_rank
+    k = clustered_heads or max(2, round(math.sqrt(len(preset.tasks))))
+    specs = [MethodSpec("individual", "individual", "individual")]
+    for name in ("task_arithmetic", "ties", "dare_linear", "dare_ties"):
+        tune = ("lam",) if name == "task_arithmetic" else ("lam", "density")
+        specs.append(MethodSpec(name, "baseline", name, {"rank": r}, tune))
+    for name in ("linear", "ties", "dare_ties"):
+        specs.append(MethodSpec(f"peft_{name}", "peft", name, {}, ("lam",) if name == "linear" else ("lam", "density")))
+    heads: list = [1, "application", "language", k, "task"]
+    for side in ("A", "B"):
+        for rank in (r, 2 * r):
+            for h in heads:
+                specs.append(MethodSpec(f"hydraopt-{side}-{h}-r{rank}", "hydraopt", "exact",
+                                        {"heads": h, "rank": rank, "side": side}))
+    return specs
+
+
+# ----------------------------------------------------------------------------- building each method
+
+
+def _peft_merge(directories, tasks, aset, combination: str, lam: float, density: float | None):
+    """peft's ``add_weighted_adapter`` on the adapters loaded from their directories; returns a one-adapter set."""
+    from ..adapters import AdapterSet
+    from ..bench.peft_model import load_peft_model, merged_factors
+
+    shapes = {m: aset.shape(m) for m in aset.modules}
+    layers = 1 + max(int(m.split("layers.")[1].split(".")[0]) for m in aset.modules)
+    d_model = max(shape[1] for shape in shapes.values())
+    d_kv = min(shape[0] for shape in shapes.values())
+    model = load_peft_model(directories, tasks, layers, d_model, d_kv)
+    n = len(tasks)
+    w = [lam / n] * n if f"peft_{combination}" in SUMMING else [lam] * n
+    kwargs = {"density": density} if combination != "linear" else {}
+    model.add_weighted_adapter(list(tasks), w, "merged", combination_type=combination, **kwargs)
+    factors = merged_factors(model, "merged")
+    missing = set(aset.modules) - set(factors)
+    if missing:
+        raise RuntimeError(f"hydralib.suite.frontier: peft merge lacks modules {sorted(missing)[:3]}")
+    merged = {m: (A.clone(), B.clone(), s) for m, (A, B, s) in factors.items() if m in set(aset.modules)}
+    return AdapterSet.from_factors({"merged": merged}, base_model=aset.base_model)
+
+
+def build_method(spec: MethodSpec, aset, directories: Sequence[Path], values: dict):
+    """``(adapter set to evaluate, task -> adapter mapping, numbers stored, extra info)`` for one setting."""
+    from ..merge import hydraopt, merge_adapters
+    from ..storage import lora_module_params
+
+    tasks = list(aset.tasks)
+    if spec.family == "individual":
+        stored = sum(lora_module_params(*aset.shape(m), aset.rank(t, m)) for t in tasks for m in aset.modules)
+        return aset, {t: t for t in tasks}, stored, {}
+    if spec.family == "baseline":
+        n = len(tasks)
+        weights = [1.0 / n] * n if spec.method in SUMMING else [1.0] * n
+        merged = merge_adapters(aset, spec.method, weights=weights, lam=values.get("lam", 1.0),
+                                density=values.get("density", 0.5 if "density" in spec.tune else None),
+                                rank=spec.params.get("rank"), seed=0, progress=False)
+        return merged.to_adapter_set("merged"), {t: "merged" for t in tasks}, merged.storage, {}
+    if spec.family == "peft":
+        merged = _peft_merge(directories, tasks, aset, spec.method, values.get("lam", 1.0),
+                             values.get("density", 0.5) if spec.method != "linear" else None)
+        stored = sum(merged.rank("merged", m) * sum(merged.shape(m)) for m in merged.modules)
+        return merged, {t: "merged" for t in tasks}, stored, {}
+    if spec.family == "hydraopt":
+        result = hydraopt(aset, heads=spec.params["heads"], rank=spec.params["rank"], side=spec.params["side"],
+                          solver=spec.method, progress=False)
+        heads_set = result.to_adapter_set()
+        info = {"heads": result.n_heads, "loss": result.total_loss, "floor": result.total_floor,
+                "energy": result.total_energy, "relative_loss": result.total_loss / result.total_energy,
+                "task_to_head": result.task_to_head}
+        return heads_set, {t: t for t in tasks}, result.storage, info
+    raise ValueError(f"hydralib.suite.frontier: unknown family {spec.family!r}")
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def score(model, tokenizer, examples: dict, eval_set, mapping: dict, compute_dtype=None) -> dict[str, float]:
+    """Exact match per task of ``eval_set`` under ``mapping`` (teacher forced, :func:`~.evaluation.evaluate`)."""
+    from .evaluation import evaluate
+
+    scores = evaluate(model, tokenizer, examples, adapters=eval_set, mapping=mapping, progress=False,
+                      compute_dtype=compute_dtype)
+    return {t: v["exact_match"] for t, v in scores.items()}
+
+
+def relative(scores: dict[str, float], own: dict[str, float]) -> tuple[float, int]:
+    """Mean over tasks of ``scores[t] / own[t]`` (tasks with own score 0 left out) and how many were left out."""
+    ratios = [scores[t] / own[t] for t in scores if own.get(t, 0) > 0]
+    return (sum(ratios) / len(ratios) if ratios else float("nan")), len(scores) - len(ratios)
+
+
+def tune(evaluate_at: Callable[[dict], float], spec: MethodSpec, max_lam: float = 64.0) -> tuple[dict, list]:
+    """Search ``spec.tune`` with ``evaluate_at(values) -> mean validation score``; returns (best values, trials)."""
+    trials: list = []
+
+    def run(values):
+        for v, s in trials:
+            if v == values:
+                return s
+        s = evaluate_at(values)
+        trials.append((dict(values), s))
+        return s
+
+    best = {"lam": 1.0}
+    if "density" in spec.tune:
+        best["density"] = 0.5
+    if "lam" in spec.tune:
+        best_score = run(best)
+        lam = 1.0
+        while lam * 2 <= max_lam:
+            candidate = {**best, "lam": lam * 2}
+            s = run(candidate)
+            if s <= best_score:
+                break
+            best, best_score, lam = candidate, s, lam * 2
+        if best["lam"] == 1.0:
+            candidate = {**best, "lam": 0.5}
+            if run(candidate) > best_score:
+                best = candidate
+    if "density" in spec.tune:
+        best_score = run(best)
+        for d in DENSITIES:
+            candidate = {**best, "density": d}
+            s = run(candidate)
+            if s > best_score:
+                best, best_score = candidate, s
+    return best, [{"values": v, "score": s} for v, s in trials]
+
+
+def inputs_hash(directories: Sequence[Path], specs: Sequence[MethodSpec], n_eval: int, n_tune: int,
+                preset_name: str) -> str:
+    """sha256 of the adapter weight files, the method list, the sample sizes and :data:`FRONTIER_VERSION`."""
+    from ..manifest import sha256
+    from ..peft_io import WEIGHTS_NAME
+
+    digest = hashlib.sha256()
+    for d in directories:
+        digest.update(Path(d).name.encode())
+        digest.update(sha256(Path(d) / WEIGHTS_NAME).encode())
+    digest.update(json.dumps([asdict(s) for s in specs], sort_keys=True, default=str).encode())
+    digest.update(f"{n_eval}/{n_tune}/{preset_name}/{FRONTIER_VERSION}".encode())
+    return digest.hexdigest()
+
+
+def run_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval: int = 50, n_tune: int = 16,
+                 model_and_tokenizer=None, progress: bool = True) -> dict:
+    """Tune and score every method of ``specs`` (default :func:`default_methods`) on a preset's LoRA zoo."""
+    from ..presets import get_preset
+    from .artifacts import load_zoo, zoo_dir
+    from .models import load_base_model
+    from .tasks import preset_task
+
+    preset = preset if hasattr(preset, "tasks") else get_preset(preset)
+    aset = load_zoo(preset, "lora")
+    tasks = list(aset.tasks)
+    directories = [zoo_dir(preset) / "adapters" / "lora" / t for t in tasks]
+    specs = list(specs or default_methods(preset))
+    model, tokenizer = model_and_tokenizer or load_base_model(preset)
+    splits = {t: preset_task(preset, t) for t in tasks}
+    test = {t: splits[t].test[:n_eval] for t in tasks}
+    validation = {t: splits[t].validation[:n_tune] for t in tasks}
+    cdt = preset.compute_dtype
+    start = time.perf_counter()
+    rows, own = [], None
+    for spec in tqdm(specs, desc="frontier", disable=not progress):
+        t0 = time.perf_counter()
+        values, trials = {}, []
+        if spec.tune:
+            def evaluate_at(v, spec=spec):
+                eval_set, mapping, _, _ = build_method(spec, aset, directories, v)
+                s = score(model, tokenizer, validation, eval_set, mapping, cdt)
+                return sum(s.values()) / len(s)
+
+            values, trials = tune(evaluate_at, spec)
+        eval_set, mapping, stored, info = build_method(spec, aset, directories, values)
+        scores = score(model, tokenizer, test, eval_set, mapping, cdt)
+        if spec.family == "individual":
+            own = scores
+        rows.append({"name": spec.name, "family": spec.family, "method": spec.method, "params": spec.params,
+                     "tuned": values, "trials": trials, "scores": scores, "stored": int(stored), **info,
+                     "seconds": time.perf_counter() - t0})
+    if own is None:
+        raise ValueError("hydralib.suite.frontier: the method list must include the individual LoRAs")
+    total = next(r["stored"] for r in rows if r["family"] == "individual")
+    for row in rows:
+        row["exact_match"] = sum(row["scores"].values()) / len(row["scores"])
+        row["relative"], row["left_out"] = relative(row["scores"], own)
+        row["relative_storage"] = row["stored"] / total
+        row["bytes_fp16"] = 2 * row["stored"]
+    return {"hash": inputs_hash(directories, specs, n_eval, n_tune, preset.name), "preset": preset.name,
+            "n_eval": n_eval, "n_tune": n_tune, "tasks": tasks, "compute_dtype": cdt,
+            "torch_threads": torch.get_num_threads(), "seconds": time.perf_counter() - start, "rows": rows}
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points (storage, performance) not dominated by another (less or equal storage and
+    greater or equal performance, one of them strictly), sorted by storage."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def frontier_results(preset=None, n_eval: int = 50, n_tune: int = 16, recompute: bool = False) -> dict:
+    """The frontier of a preset: the stored ``results/frontier.json`` when its input hash matches, else recomputed
+    (and stored). ``default``: minutes of a CPU per method; ``tiny``: seconds."""
+    from ..atomic import atomic_file
+    from ..presets import get_preset
+    from .artifacts import ensure_zoo, results_path, zoo_dir
+
+    preset = preset if hasattr(preset, "tasks") else get_preset(preset)
+    ensure_zoo(preset)
+    path = results_path(preset, "frontier")
+    specs = default_methods(preset)
+    root = zoo_dir(preset) / "adapters" / "lora"
+    directories = [root / t for t in preset.tasks if (root / t).is_dir()]
+    expected = inputs_hash(directories, specs, n_eval, n_tune, preset.name)
+    if path.is_file() and not recompute:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored.get("hash") == expected:
+            return stored
+    result = run_frontier(preset, specs, n_eval=n_eval, n_tune=n_tune)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return result
