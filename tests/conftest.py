@@ -107,10 +107,12 @@ def peft_deltas(peft_model, adapter_name: str = "default") -> dict[str, torch.Te
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory) -> Path:
-    """The real book, built once per session with the same flags as ``make book``; returns ``_build/html``."""
+    """The real book, built once per session with the same flags as ``make book``, on the ``tiny`` preset
+    (its zoo is trained into a scratch cache in seconds); returns ``_build/html``."""
     out = tmp_path_factory.mktemp("site")
     exe = Path(sys.executable).with_name("jupyter-book")
+    env = dict(os.environ, HYDRALIB_PRESET="tiny", HYDRALIB_CACHE=str(tmp_path_factory.mktemp("cache")))
     result = subprocess.run([str(exe), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
-                            capture_output=True, text=True, timeout=3000)
+                            capture_output=True, text=True, timeout=3000, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out / "_build" / "html"
