@@ -54,7 +54,7 @@ from .lowrank import (
     delta_inner_products,
     delta_norms_sq,
     stacked_gram,
-    top_eigenpairs,
+    top_eigen,
 )
 
 __all__ = [
@@ -91,8 +91,10 @@ class ModuleSolution:
     ``shared`` ``(r', d_in)`` is A', ``heads`` ``(K, d_out, r')`` the B'_k.
     ``loss`` is the objective evaluated at (shared, heads) in factored form
     (float64); ``floor = spread + truncation`` the Eckart-Young minimum for
-    this grouping and rank. ``eigenvalues`` ``(R,)`` of ``(SQ)^T (SQ)``
-    (squared singular values of S). ``history`` holds the Adam losses per step
+    this grouping and rank. ``eigenvalues`` ``(min(r', R),)``: the top
+    eigenvalues of ``(SQ)^T (SQ)`` ``(R, R)`` (the top squared singular values
+    of S), descending; the rest of the spectrum is not computed (their sum is
+    ``truncation``). ``history`` holds the Adam losses per step
     (``None`` for the exact solver); ``steps`` how many steps Adam ran.
     """
 
@@ -185,11 +187,17 @@ def objective(
 
 
 def _floor_problem(As, Bs, scalings, weights, group_index, n_groups, rank):
-    """Shared work of both solvers: the Gram form of S, its eigenpairs, spread and truncation."""
+    """Shared work of both solvers: the Gram form of S, its top-r' eigenpairs, and the truncation.
+
+    Returns ``(gram, values (min(r', R),), V (R, min(r', R)), truncation)``;
+    :func:`~.lowrank.top_eigen` computes only the top r' eigenpairs (subspace
+    iteration when R >= 256 and r' <= R / 4, else an eigensolver) and
+    ``truncation`` = ``trace(H) - sum`` of the top r' eigenvalues (or the sum
+    of the others when the full spectrum was computed).
+    """
     gram = stacked_gram(As, Bs, scalings, weights, group_index, n_groups)
-    values, V = top_eigenpairs(gram.H, rank)
-    truncation = float(values[rank:].double().sum())
-    return gram, values, V, truncation
+    eig = top_eigen(gram.H, rank)
+    return gram, eig.values, eig.vectors, eig.tail
 
 
 def solve_exact(
@@ -207,22 +215,25 @@ def solve_exact(
     Inputs: A_i ``(r_i, d_in)``, B_i ``(d_out, r_i)``, scalings s_i, weights
     w_i > 0, ``group_index[i]`` in ``0..n_groups-1``, rank r'. Steps:
 
-    1-2. :func:`~.lowrank.stacked_gram`: ``Q`` ``(d_in, R)``, ``C_i = A_i Q``;
+    1-2. :func:`~.lowrank.stacked_gram`: ``Q`` ``(d_in, R)`` (kept as Householder
+       reflectors, never formed), ``C_i = A_i Q``;
        per group k ``P_k = stack(c_i C_i)`` with ``c_i = w_i s_i / W_k`` and
        ``(M_k Q)^T (M_k Q) = P_k^T (B_k^T B_k) P_k``; ``H = sum_k W_k (.)``
        ``(R, R)`` = ``(SQ)^T (SQ)``; the spread from the within-group inner
        products ``sum_i w_i ||dW_i||^2 - W_k ||M_k||^2``;
-    3. V = top r' eigenvectors of H; ``A' = V^T Q^T`` ``(r', d_in)``
-       (orthonormal rows), ``B'_k = B_k (P_k V)`` ``(d_out, r')``;
-    4. truncation = sum of the eigenvalues of H beyond r'; the loss is
-       re-evaluated from (A', B'_k) by :func:`objective`.
+    3. V ``(R, min(r', R))`` = top r' eigenvectors of H (:func:`~.lowrank.top_eigen`:
+       subspace iteration when R >= 256 and r' <= R / 4, falling back to an
+       eigensolver); ``A' = V^T Q^T`` ``(r', d_in)`` (orthonormal rows; ``Q V``
+       by applying the reflectors), ``B'_k = B_k (P_k V)`` ``(d_out, r')``;
+    4. truncation = sum of the eigenvalues of H beyond r' (``trace(H)`` minus
+       the top r'); the loss is re-evaluated from (A', B'_k) by :func:`objective`.
 
     When ``r' > R`` the extra rows of A' and columns of B'_k are zero.
     """
     start = time.perf_counter()
     weights, group_index = _check_problem(As, Bs, scalings, weights, group_index, n_groups, rank, module)
     gram, values, V, truncation = _floor_problem(As, Bs, scalings, weights, group_index, n_groups, rank)
-    shared = _pad((gram.Q @ V).T.contiguous(), rank, 0)
+    shared = _pad(gram.basis.apply(V).T.contiguous(), rank, 0)
     heads = torch.stack([_pad(B_k @ (P_k @ V), rank, 1) for B_k, P_k in zip(gram.lora_b, gram.coords)])
     loss = objective(shared, heads, As, Bs, scalings, weights, group_index)
     spread = gram.spread

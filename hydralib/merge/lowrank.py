@@ -33,6 +33,7 @@ True
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -45,6 +46,8 @@ __all__ = [
     "stack_lora_a",
     "stack_lora_b",
     "rank_index",
+    "RowSpace",
+    "row_space",
     "row_space_basis",
     "block_sums",
     "delta_inner_products",
@@ -53,6 +56,9 @@ __all__ = [
     "StackedGram",
     "stacked_gram",
     "top_eigenpairs",
+    "TopEigen",
+    "top_eigen",
+    "SUBSPACE_MIN_SIZE",
     "LowRankSVD",
     "lowrank_svd",
     "lora_inner",
@@ -120,6 +126,58 @@ def rank_index(ranks: Sequence[int], device=None) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(ranks), device=device), torch.as_tensor(list(ranks), device=device))
 
 
+@dataclass
+class RowSpace:
+    """Orthonormal basis ``Q`` ``(d_in, R)`` of the rows of the stacked A_i, kept in compact Householder form.
+
+    On the factors. ``reflectors`` ``(d_in, R)`` (the first
+    ``R = min(d_in, sum r_i)`` columns of the first output of
+    ``torch.geqrf(stack(A_i)^T)``) and ``tau`` ``(R,)`` (its second output)
+    are LAPACK's representation of ``Q`` as a product of ``R`` Householder
+    reflectors; ``coords`` ``(sum r_i, R)`` is ``C = stack(A_i) @ Q``, read off
+    the triangular factor. HydraOpt's exact solver never needs ``Q`` itself,
+    only ``Q @ V`` with ``r'`` columns (:meth:`apply`), which costs
+    ``O(d_in R r')`` instead of the ``O(d_in R^2)`` of forming ``Q``.
+    """
+
+    reflectors: torch.Tensor
+    tau: torch.Tensor
+    coords: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        """``R``, the number of basis vectors."""
+        return int(self.tau.shape[0])
+
+    def dense(self) -> torch.Tensor:
+        """``Q`` ``(d_in, R)`` with orthonormal columns (the one ``torch.linalg.qr`` returns); costs ``O(d_in R^2)``."""
+        return torch.linalg.householder_product(self.reflectors, self.tau)
+
+    def apply(self, X: torch.Tensor) -> torch.Tensor:
+        """``Q @ X`` ``(d_in, m)`` for ``X`` ``(R, m)`` by applying the reflectors (``torch.ormqr``); ``Q`` is not formed."""
+        d_in, R = self.reflectors.shape
+        if X.shape[0] != R:
+            raise ValueError(f"RowSpace.apply: X has {X.shape[0]} rows, the basis has {R} vectors")
+        X = X.to(self.reflectors.dtype)
+        if d_in > R:
+            X = torch.cat([X, X.new_zeros(d_in - R, X.shape[1])], dim=0)
+        return torch.ormqr(self.reflectors, self.tau, X)
+
+
+def row_space(As: Sequence[torch.Tensor]) -> RowSpace:
+    """Householder QR of the stacked A_i^T without forming ``Q``: a :class:`RowSpace`.
+
+    On the factors. Input: A_i ``(r_i, d_in)``. One ``torch.geqrf`` of
+    ``stack(A_i)^T`` ``(d_in, sum r_i)``; the coordinates ``C = stack(A_i) Q``
+    ``(sum r_i, R)`` are the transposed triangular factor, bitwise those of
+    :func:`row_space_basis`. About half the cost of a QR that also forms ``Q``.
+    """
+    A_cat = stack_lora_a(As)
+    reflectors, tau = torch.geqrf(A_cat.T)
+    R = int(tau.shape[0])  # min(d_in, sum r_i)
+    return RowSpace(reflectors[:, :R], tau, torch.triu(reflectors[:R]).T.contiguous())
+
+
 def row_space_basis(As: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Orthonormal basis of the row spaces of the A_i, by QR of the stacked A_i^T.
 
@@ -128,10 +186,10 @@ def row_space_basis(As: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
     ``C = stack(A_i) @ Q`` ``(sum r_i, R)`` (from the triangular factor, no
     extra product). Rows of ``C`` belonging to task i are ``C_i = A_i Q``. When
     the A_i share rows, Q still spans their row space (it may be larger).
+    :func:`row_space` gives the same basis without forming ``Q``.
     """
-    A_cat = stack_lora_a(As)
-    Q, Rf = torch.linalg.qr(A_cat.T, mode="reduced")
-    return Q, Rf.T.contiguous()
+    basis = row_space(As)
+    return basis.dense(), basis.coords
 
 
 # ----------------------------------------------------------------------------- Gram forms
@@ -206,21 +264,28 @@ def weighted_gram(
 class StackedGram:
     """The Gram form of HydraOpt's stacked group means ``S = [sqrt(W_1) M_1; ...; sqrt(W_K) M_K]``.
 
-    ``Q`` ``(d_in, R)``: orthonormal basis of the rows of the A_i. ``H``
-    ``(R, R)`` = ``(SQ)^T (SQ)``. Per group k (in order): ``lora_b[k]`` the
-    stacked B_i ``(d_out, n_k)`` and ``coords[k]`` = ``P_k`` ``(n_k, R)``, the
-    stacked ``c_i C_i`` with ``c_i = w_i s_i / W_k``, so that
+    ``basis``: the :class:`RowSpace` of the A_i, an orthonormal basis ``Q``
+    ``(d_in, R)`` of their rows in Householder form (``basis.apply(X)`` =
+    ``Q @ X``; the property ``Q`` forms it). ``H`` ``(R, R)`` =
+    ``(SQ)^T (SQ)``. Per group k (in order): ``lora_b[k]`` the stacked B_i
+    ``(d_out, n_k)`` and ``coords[k]`` = ``P_k`` ``(n_k, R)``, the stacked
+    ``c_i C_i`` with ``c_i = w_i s_i / W_k``, so that
     ``M_k Q = lora_b[k] @ coords[k]`` (``n_k`` = sum of the group's ranks).
     ``spread`` = ``sum_i w_i ||dW_i - M_g(i)||^2`` and ``energy`` =
     ``sum_i w_i ||dW_i||^2``, both from ``r x r`` Grams (float).
     """
 
-    Q: torch.Tensor
+    basis: RowSpace
     H: torch.Tensor
     lora_b: list[torch.Tensor]
     coords: list[torch.Tensor]
     spread: float
     energy: float
+
+    @property
+    def Q(self) -> torch.Tensor:
+        """The orthonormal basis ``(d_in, R)``, formed on each access (``O(d_in R^2)``; prefer ``basis.apply``)."""
+        return self.basis.dense()
 
 
 def stacked_gram(
@@ -241,13 +306,15 @@ def stacked_gram(
     ``W_k (B_k^T B_k) P_k`` (one product; neither ``S`` ``(K d_out, d_in)`` nor
     ``SQ`` ``(K d_out, R)`` is formed). The spread uses the within-group inner
     products ``<dW_i, dW_j>`` (float64 sums):
-    ``sum_{i in k} w_i ||dW_i||^2 - W_k ||M_k||^2`` per group.
+    ``sum_{i in k} w_i ||dW_i||^2 - W_k ||M_k||^2`` per group. The basis comes
+    from :func:`row_space` (``Q`` is not formed).
     """
     ranks = [int(A.shape[0]) for A in As]
     offsets = [0]
     for r in ranks:
         offsets.append(offsets[-1] + r)
-    Q, C = row_space_basis(As)
+    basis = row_space(As)
+    C = basis.coords
     members_of = [[] for _ in range(n_groups)]
     for i, g in enumerate(group_index):
         members_of[int(g)].append(i)
@@ -275,21 +342,161 @@ def stacked_gram(
         if len(members) > 1:
             spread += max(group_energy - float((w_k[:, None] * w_k[None, :] * ip).sum()) / W_k, 0.0)
     H = torch.cat(coords).T @ torch.cat(T_all)
-    return StackedGram(Q, (H + H.T) / 2, lora_b, coords, spread, energy)
+    return StackedGram(basis, (H + H.T) / 2, lora_b, coords, spread, energy)
+
+
+def _fix_signs(vectors: torch.Tensor) -> torch.Tensor:
+    """Flip each column so that its largest-magnitude entry is positive (reproducible eigenvectors)."""
+    pivot = vectors.abs().argmax(dim=0)
+    signs = torch.sign(vectors[pivot, torch.arange(vectors.shape[1], device=vectors.device)])
+    signs[signs == 0] = 1
+    return vectors * signs
 
 
 def top_eigenpairs(H: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """All eigenvalues of a symmetric PSD ``(R, R)`` matrix in descending order (clipped at 0) and the top ``k`` eigenvectors ``(R, min(k, R))``.
 
     Each eigenvector's sign is fixed (largest-magnitude entry positive) so results are reproducible.
+    A full ``torch.linalg.eigh``; :func:`top_eigen` computes only the top ``k`` when that is cheaper.
     """
     values, vectors = torch.linalg.eigh(H)
     values = values.flip(0).clamp_min(0)
     vectors = vectors.flip(1)[:, : min(k, H.shape[0])]
-    pivot = vectors.abs().argmax(dim=0)
-    signs = torch.sign(vectors[pivot, torch.arange(vectors.shape[1], device=vectors.device)])
-    signs[signs == 0] = 1
-    return values, vectors * signs
+    return values, _fix_signs(vectors)
+
+
+@dataclass
+class TopEigen:
+    """The top ``k' = min(k, R)`` eigenpairs of a symmetric PSD ``(R, R)`` matrix H and the sum of the rest.
+
+    ``values`` ``(k',)``: the top eigenvalues, descending, clipped at 0, in H's
+    dtype. ``vectors`` ``(R, k')``: orthonormal eigenvectors in H's dtype, each
+    with its largest-magnitude entry positive. ``tail``: the sum of the
+    eigenvalues beyond the first ``k`` (float64; 0 when ``k >= R``), computed
+    as ``trace(H) - sum(top k)`` when the full spectrum is not computed.
+    ``method``: ``"subspace"`` (subspace iteration converged), ``"eigh-partial"``
+    (LAPACK ``dsyevr`` on the top ``k'`` only, float64) or ``"eigh"`` (full
+    ``torch.linalg.eigh``). ``iterations``: subspace-iteration steps run (also
+    when it fell back); ``residual``: its last ``max_j ||H v_j - theta_j v_j|| /
+    theta_1`` (NaN when it did not run).
+    """
+
+    values: torch.Tensor
+    vectors: torch.Tensor
+    tail: float
+    method: str
+    iterations: int = 0
+    residual: float = math.nan
+
+
+#: Smallest R for which ``top_eigen(method="auto")`` tries subspace iteration (below it a full eigh is cheap).
+SUBSPACE_MIN_SIZE = 256
+
+
+def _subspace_iteration(
+    H: torch.Tensor, k: int, oversample: int | None, max_iter: int, tol: float | None, seed: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None, int, float]:
+    """Block subspace iteration with Rayleigh-Ritz for the top ``k`` eigenpairs of H, in float64.
+
+    Returns ``(theta (p,), V (R, k), iterations, residual)``; ``theta`` and
+    ``V`` are ``None`` when it did not converge (or is predicted not to within
+    ``max_iter`` steps, from the observed decrease of the residual).
+    """
+    R = H.shape[0]
+    p = min(R, k + (max(8, k // 4) if oversample is None else int(oversample)))
+    if tol is None:  # the accuracy of H's own dtype, but no finer than float64 arithmetic can certify
+        tol = max(2 * torch.finfo(H.dtype).eps, 16 * torch.finfo(torch.float64).eps * math.sqrt(R))
+    H64 = H.detach().to(torch.float64)
+    gen = torch.Generator().manual_seed(int(seed))  # fixed start on the CPU: the same on every device
+    start = torch.randn(R, p, generator=gen, dtype=torch.float64).to(H64.device)
+    basis = torch.linalg.qr(H64 @ start).Q
+    previous, residual = math.inf, math.inf
+    for it in range(1, int(max_iter) + 1):
+        Y = H64 @ basis
+        T = basis.T @ Y
+        theta, W = torch.linalg.eigh((T + T.T) / 2)  # Rayleigh-Ritz on span(basis)
+        theta, W = theta.flip(0), W.flip(1)
+        V = basis @ W[:, :k]
+        res = float((Y @ W[:, :k] - V * theta[:k]).norm(dim=0).max())  # ||H v_j - theta_j v_j||
+        scale = float(theta.abs().max())  # theta_1 for a PSD H
+        residual = res / scale if scale > 0 else (0.0 if res == 0 else math.inf)
+        if residual <= tol:
+            return theta, V, it, residual
+        if it >= 2:
+            rate = residual / previous
+            needed = math.log(tol / residual) / math.log(rate) if tol > 0 and 0 < rate < 1 else math.inf
+            if it + needed > max_iter:
+                break  # stagnates or converges too slowly (flat spectrum around k): not worth going on
+        previous = residual
+        basis = torch.linalg.qr(Y).Q  # one power step
+    return None, None, it, residual
+
+
+def top_eigen(
+    H: torch.Tensor,
+    k: int,
+    *,
+    method: str = "auto",
+    oversample: int | None = None,
+    max_iter: int = 12,
+    tol: float | None = None,
+    seed: int = 0,
+) -> TopEigen:
+    """Top ``k`` eigenpairs of a symmetric PSD ``(R, R)`` matrix H without its full spectrum: a :class:`TopEigen`.
+
+    ``method="auto"``: when ``R >= SUBSPACE_MIN_SIZE`` and ``k <= R / 4``,
+    subspace iteration in float64 (block of ``p = k + oversample`` columns,
+    default oversample ``max(8, k // 4)``; a fixed random start from
+    ``torch.Generator().manual_seed(seed)``; one product ``H @ X`` ``(R, p)``
+    per step and a Rayleigh-Ritz step on its span) until every top-``k``
+    residual ``||H v_j - theta_j v_j||`` is at most ``tol * theta_1`` (default:
+    2 eps of H's dtype, at least ``16 eps_64 sqrt(R)``). It stops early when the
+    residual decreases too slowly to get there within ``max_iter`` steps (a
+    flat spectrum around ``k``) and falls back to an eigensolver: LAPACK
+    ``dsyevr`` on the top ``k`` only, in float64
+    (``scipy.linalg.eigh(subset_by_index=...)``, H on the CPU), or a full
+    ``torch.linalg.eigh`` in H's dtype (other devices). Otherwise (small R or
+    large k) a full ``torch.linalg.eigh``, exactly :func:`top_eigenpairs`.
+    ``method="subspace"`` tries subspace iteration (with the same fallback)
+    whenever ``k < R``; ``method="eigh"`` always takes the full eigh.
+
+    The tail (sum of the eigenvalues beyond ``k``) is ``trace(H) - sum`` of the
+    top ``k`` in float64 on the partial paths. Deterministic: the same H gives
+    bit-identical results. When the k-th and (k+1)-th eigenvalues coincide the
+    top-k subspace is not unique and any of them may be returned (its values
+    and tail are).
+    """
+    if H.ndim != 2 or H.shape[0] != H.shape[1]:
+        raise ValueError(f"top_eigen: H must be square (R, R), got shape {tuple(H.shape)}")
+    if int(k) < 1:
+        raise ValueError(f"top_eigen: k must be >= 1, got {k}")
+    if method not in ("auto", "subspace", "eigh"):
+        raise ValueError(f"top_eigen: method must be 'auto', 'subspace' or 'eigh', got {method!r}")
+    R = int(H.shape[0])
+    k = int(k)
+    kk = min(k, R)
+    if method == "subspace":
+        try_subspace = kk < R
+    else:
+        try_subspace = method == "auto" and R >= SUBSPACE_MIN_SIZE and 4 * kk <= R
+    iterations, residual = 0, math.nan
+    if try_subspace:
+        theta, V, iterations, residual = _subspace_iteration(H, kk, oversample, max_iter, tol, seed)
+        if theta is not None:
+            tail = max(float(H.detach().double().trace()) - float(theta[:kk].sum()), 0.0)
+            values = theta[:kk].clamp_min(0).to(H.dtype)
+            return TopEigen(values, _fix_signs(V.to(H.dtype)), tail, "subspace", iterations, residual)
+        if H.device.type == "cpu" and kk < R:
+            import scipy.linalg
+
+            H64 = H.detach().double()
+            w, v = scipy.linalg.eigh(H64.numpy(), subset_by_index=[R - kk, R - 1], driver="evr")
+            top = torch.from_numpy(w[::-1].copy())
+            tail = max(float(H64.trace()) - float(top.sum()), 0.0)
+            vectors = torch.from_numpy(v[:, ::-1].copy()).to(H.dtype)
+            return TopEigen(top.clamp_min(0).to(H.dtype), _fix_signs(vectors), tail, "eigh-partial", iterations, residual)
+    values, vectors = top_eigenpairs(H, kk)
+    return TopEigen(values[:kk], vectors, float(values[kk:].double().sum()), "eigh", iterations, residual)
 
 
 # ----------------------------------------------------------------------------- truncated SVD of a sum
