@@ -213,8 +213,12 @@ def inputs_hash(directories: Sequence[Path], specs: Sequence[MethodSpec], n_eval
 
 
 def run_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval: int = 50, n_tune: int = 16,
-                 model_and_tokenizer=None, progress: bool = True) -> dict:
-    """Tune and score every method of ``specs`` (default :func:`default_methods`) on a preset's LoRA zoo."""
+                 model_and_tokenizer=None, progress: bool = True, shard: tuple[int, int] | None = None) -> dict:
+    """Tune and score every method of ``specs`` (default :func:`default_methods`) on a preset's LoRA zoo.
+
+    ``shard=(i, n)`` runs only the methods ``specs[i::n]`` and returns their raw
+    rows (``"partial": True``); :func:`finish` combines the shards' rows.
+    """
     from ..presets import get_preset
     from .artifacts import load_zoo, zoo_dir
     from .models import load_base_model
@@ -231,8 +235,9 @@ def run_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval:
     validation = {t: splits[t].validation[:n_tune] for t in tasks}
     cdt = preset.compute_dtype
     start = time.perf_counter()
-    rows, own = [], None
-    for spec in tqdm(specs, desc="frontier", disable=not progress):
+    rows = []
+    todo = specs if shard is None else specs[shard[0]::shard[1]]
+    for spec in tqdm(todo, desc="frontier", disable=not progress):
         t0 = time.perf_counter()
         values, trials = {}, []
         if spec.tune:
@@ -244,11 +249,26 @@ def run_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval:
             values, trials = tune(evaluate_at, spec)
         eval_set, mapping, stored, info = build_method(spec, aset, directories, values)
         scores = score(model, tokenizer, test, eval_set, mapping, cdt)
-        if spec.family == "individual":
-            own = scores
         rows.append({"name": spec.name, "family": spec.family, "method": spec.method, "params": spec.params,
                      "tuned": values, "trials": trials, "scores": scores, "stored": int(stored), **info,
                      "seconds": time.perf_counter() - t0})
+    result = {"hash": inputs_hash(directories, specs, n_eval, n_tune, preset.name), "preset": preset.name,
+              "n_eval": n_eval, "n_tune": n_tune, "tasks": tasks, "compute_dtype": cdt,
+              "torch_threads": torch.get_num_threads(), "seconds": time.perf_counter() - start, "rows": rows}
+    if shard is not None:
+        return {**result, "partial": True}
+    return finish([result], specs)
+
+
+def finish(parts: Sequence[dict], specs: Sequence[MethodSpec]) -> dict:
+    """Combine raw results (one per shard) into the frontier: rows in ``specs`` order with exact match,
+    relative performance against the individual LoRAs, relative storage and fp16 bytes."""
+    by_name = {row["name"]: row for part in parts for row in part["rows"]}
+    missing = [s.name for s in specs if s.name not in by_name]
+    if missing:
+        raise ValueError(f"hydralib.suite.frontier: no result for methods {missing[:3]}")
+    rows = [by_name[s.name] for s in specs]
+    own = next((r["scores"] for r in rows if r["family"] == "individual"), None)
     if own is None:
         raise ValueError("hydralib.suite.frontier: the method list must include the individual LoRAs")
     total = next(r["stored"] for r in rows if r["family"] == "individual")
@@ -257,9 +277,9 @@ def run_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval:
         row["relative"], row["left_out"] = relative(row["scores"], own)
         row["relative_storage"] = row["stored"] / total
         row["bytes_fp16"] = 2 * row["stored"]
-    return {"hash": inputs_hash(directories, specs, n_eval, n_tune, preset.name), "preset": preset.name,
-            "n_eval": n_eval, "n_tune": n_tune, "tasks": tasks, "compute_dtype": cdt,
-            "torch_threads": torch.get_num_threads(), "seconds": time.perf_counter() - start, "rows": rows}
+    first = parts[0]
+    return {**{k: v for k, v in first.items() if k not in ("rows", "partial", "seconds")},
+            "workers": len(parts), "seconds": max(p["seconds"] for p in parts), "rows": rows}
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -274,9 +294,31 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def frontier_results(preset=None, n_eval: int = 50, n_tune: int = 16, recompute: bool = False) -> dict:
+def _run_sharded(preset, n_eval: int, n_tune: int, workers: int) -> dict:
+    """:func:`run_frontier` in ``workers`` processes of ``cpu_count // workers`` torch threads each."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = [Path(tmp) / f"shard{i}.json" for i in range(workers)]
+        procs = [subprocess.Popen([sys.executable, "-m", "hydralib.suite.frontier", "--preset", preset.name,
+                                   "--n-eval", str(n_eval), "--n-tune", str(n_tune), "--shard", f"{i}/{workers}",
+                                   "--shard-out", str(out)], env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+                 for i, out in enumerate(outs)]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise RuntimeError(f"hydralib.suite.frontier: shard workers failed with exit codes {codes}")
+        parts = [json.loads(out.read_text(encoding="utf-8")) for out in outs]
+    return finish(parts, default_methods(preset))
+
+
+def frontier_results(preset=None, n_eval: int = 50, n_tune: int = 16, recompute: bool = False,
+                     workers: int = 1) -> dict:
     """The frontier of a preset: the stored ``results/frontier.json`` when its input hash matches, else recomputed
-    (and stored). ``default``: minutes of a CPU per method; ``tiny``: seconds."""
+    (and stored), in ``workers`` processes. ``default``: about a CPU-minute per method; ``tiny``: seconds."""
     from ..atomic import atomic_file
     from ..presets import get_preset
     from .artifacts import ensure_zoo, results_path, zoo_dir
@@ -292,8 +334,45 @@ def frontier_results(preset=None, n_eval: int = 50, n_tune: int = 16, recompute:
         stored = json.loads(path.read_text(encoding="utf-8"))
         if stored.get("hash") == expected:
             return stored
-    result = run_frontier(preset, specs, n_eval=n_eval, n_tune=n_tune)
+    if workers > 1:
+        result = _run_sharded(preset, n_eval, n_tune, workers)
+    else:
+        result = run_frontier(preset, specs, n_eval=n_eval, n_tune=n_tune)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return result
+
+
+def main(argv=None) -> int:
+    """``python -m hydralib.suite.frontier [--preset P] [--recompute]``: compute (or load) and print the frontier."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m hydralib.suite.frontier", description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default=None)
+    p.add_argument("--n-eval", type=int, default=50)
+    p.add_argument("--n-tune", type=int, default=16)
+    p.add_argument("--recompute", action="store_true", help="recompute even when the stored hash matches")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (each cpu_count/workers threads)")
+    p.add_argument("--shard", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--shard-out", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.shard:
+        from ..atomic import atomic_file
+
+        i, n = (int(x) for x in args.shard.split("/"))
+        torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
+        part = run_frontier(args.preset, n_eval=args.n_eval, n_tune=args.n_tune, shard=(i, n), progress=False)
+        with atomic_file(args.shard_out, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(part), encoding="utf-8")
+        return 0
+    result = frontier_results(args.preset, n_eval=args.n_eval, n_tune=args.n_tune, recompute=args.recompute,
+                              workers=args.workers)
+    for row in result["rows"]:
+        print(f"{row['name']:32s} storage {row['relative_storage']:7.3f}  exact match {row['exact_match']:.3f}  "
+              f"relative {row['relative']:.3f}  tuned {row['tuned']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

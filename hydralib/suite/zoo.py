@@ -156,9 +156,13 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--n-transfer", type=int, default=12, help="test examples per task in the transfer matrix")
     p.add_argument("--kinds", default=",".join(KINDS), help="adapter kinds to train and evaluate (lora,control,vera)")
+    p.add_argument("--control-seeds", default=None,
+                   help="comma-separated seeds of the initialisation-control set (default: the preset's)")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     preset = get_preset(args.preset)
+    if args.control_seeds:
+        preset = preset.with_overrides(control_seeds=tuple(int(s) for s in args.control_seeds.split(",")))
     device = get_device(args.device)
     root = Path(args.root)
     shard_dir = root / ".shards"
@@ -178,7 +182,7 @@ def main(argv=None) -> int:
     shard_dir.mkdir(parents=True, exist_ok=True)
     base = [sys.executable, "-m", "hydralib.suite.zoo", "--root", str(root), "--workers", str(args.workers),
             "--n-transfer", str(args.n_transfer), "--splits", args.splits, "--device", str(device),
-            "--kinds", args.kinds]
+            "--kinds", args.kinds] + (["--control-seeds", args.control_seeds] if args.control_seeds else [])
     if args.preset:
         base += ["--preset", args.preset]
     procs = [subprocess.Popen(base + ["--worker", str(i)]) for i in range(args.workers)]
