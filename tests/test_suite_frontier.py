@@ -45,7 +45,9 @@ def test_tune_finds_the_peak_of_lam_then_density():
 def test_tune_tries_half_when_doubling_does_not_help():
     spec = fr.MethodSpec("task_arithmetic", "baseline", "task_arithmetic", {}, ("lam",))
     best, trials = fr.tune(lambda v: -abs(v["lam"] - 0.5), spec)
-    assert best == {"lam": 0.5} and [t["values"]["lam"] for t in trials] == [1.0, 2.0, 0.5]
+    assert best == {"lam": 0.5} and [t["values"]["lam"] for t in trials] == [1.0, 2.0, 0.5, 0.25]
+    best, trials = fr.tune(lambda v: -abs(math.log2(v["lam"]) + 5.3), spec)  # peak near 1/40
+    assert best == {"lam": 1 / 32} and len(trials) == 8
 
 
 @pytest.fixture(scope="module")

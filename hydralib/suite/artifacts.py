@@ -61,17 +61,22 @@ def results_path(preset=None, name: str = "zoo") -> Path:
     return zoo_dir(preset) / "results" / f"{name}.json"
 
 
-def ensure_zoo(preset=None, kinds: Sequence[str] = ("lora", "control", "vera"), progress: bool = False) -> Path:
+def ensure_zoo(preset=None, kinds: Sequence[str] = ("lora", "control", "vera"), progress: bool = False,
+               results: bool = True) -> Path:
     """Make sure a preset's zoo exists; return its directory.
 
     ``default``: the committed zoo must be present (a clear error says how to
-    regenerate it otherwise). Other presets: train and evaluate the missing
-    adapters in this process (resumable), then write ``results/zoo.json``.
+    regenerate it otherwise); ``results=False`` needs only the adapters. Other
+    presets: train and evaluate the missing adapters in this process
+    (resumable), then write ``results/zoo.json``.
     """
     preset = _preset(preset)
     root = zoo_dir(preset)
+    need = results
     results = results_path(preset)
     if preset.name == "default":
+        if not need and (root / "adapters").is_dir():
+            return root
         if not results.is_file():
             raise HydraError(f"hydralib.suite.artifacts: {results} is missing; the committed zoo is incomplete "
                              "(regenerate it with `make zoo`, hours on a CPU)")
@@ -132,7 +137,7 @@ def load_zoo(preset=None, group: str = "lora", tasks: Sequence[str] | None = Non
     from .training import RECORD_NAME
 
     preset = _preset(preset)
-    ensure_zoo(preset)
+    ensure_zoo(preset, results=False)
     present = zoo_groups(preset).get(group, [])
     tasks = list(present if tasks is None else tasks)
     missing = [t for t in tasks if t not in present]

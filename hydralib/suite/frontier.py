@@ -159,8 +159,14 @@ def relative(scores: dict[str, float], own: dict[str, float]) -> tuple[float, in
     return (sum(ratios) / len(ratios) if ratios else float("nan")), len(scores) - len(ratios)
 
 
-def tune(evaluate_at: Callable[[dict], float], spec: MethodSpec, max_lam: float = 64.0) -> tuple[dict, list]:
-    """Search ``spec.tune`` with ``evaluate_at(values) -> mean validation score``; returns (best values, trials)."""
+def tune(evaluate_at: Callable[[dict], float], spec: MethodSpec, max_lam: float = 64.0,
+         min_lam: float = 1 / 128) -> tuple[dict, list]:
+    """Search ``spec.tune`` with ``evaluate_at(values) -> mean validation score``; returns (best values, trials).
+
+    ``lam``: from 1, doubled while the score improves (up to ``max_lam``); if
+    doubling never helped, halved while it improves (down to ``min_lam``).
+    Then ``density`` over :data:`DENSITIES` at the chosen ``lam``. No setting is evaluated twice.
+    """
     trials: list = []
 
     def run(values):
@@ -183,10 +189,12 @@ def tune(evaluate_at: Callable[[dict], float], spec: MethodSpec, max_lam: float 
             if s <= best_score:
                 break
             best, best_score, lam = candidate, s, lam * 2
-        if best["lam"] == 1.0:
-            candidate = {**best, "lam": 0.5}
-            if run(candidate) > best_score:
-                best = candidate
+        while best["lam"] <= 1.0 and best["lam"] / 2 >= min_lam:  # doubling did not help: halve instead
+            candidate = {**best, "lam": best["lam"] / 2}
+            s = run(candidate)
+            if s <= best_score:
+                break
+            best, best_score = candidate, s
     if "density" in spec.tune:
         best_score = run(best)
         for d in DENSITIES:
@@ -284,7 +292,8 @@ def finish(parts: Sequence[dict], specs: Sequence[MethodSpec]) -> dict:
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the points (storage, performance) not dominated by another (less or equal storage and
-    greater or equal performance, one of them strictly), sorted by storage."""
+    greater or equal performance, one of them strictly), sorted by storage. Of several identical points
+    only the first (in storage order, then input order) is kept."""
     order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
     front, best = [], -math.inf
     for i in order:
@@ -316,28 +325,34 @@ def _run_sharded(preset, n_eval: int, n_tune: int, workers: int) -> dict:
 
 
 def frontier_results(preset=None, n_eval: int = 50, n_tune: int = 16, recompute: bool = False,
-                     workers: int = 1) -> dict:
+                     workers: int = 1, progress: bool = True, stored_only: bool = False) -> dict | None:
     """The frontier of a preset: the stored ``results/frontier.json`` when its input hash matches, else recomputed
-    (and stored), in ``workers`` processes. ``default``: about a CPU-minute per method; ``tiny``: seconds."""
+    (and stored), in ``workers`` processes. ``default``: about a CPU-minute per method; ``tiny``: seconds.
+
+    ``stored_only``: return None instead of recomputing. ``progress``: tqdm bars on stderr while recomputing
+    (off in chapters, where stderr would render like an error).
+    """
     from ..atomic import atomic_file
     from ..presets import get_preset
-    from .artifacts import ensure_zoo, results_path, zoo_dir
+    from .artifacts import ensure_zoo, results_path, zoo_dir, zoo_groups
 
     preset = preset if hasattr(preset, "tasks") else get_preset(preset)
-    ensure_zoo(preset)
+    ensure_zoo(preset, results=False)
     path = results_path(preset, "frontier")
     specs = default_methods(preset)
     root = zoo_dir(preset) / "adapters" / "lora"
-    directories = [root / t for t in preset.tasks if (root / t).is_dir()]
+    directories = [root / t for t in zoo_groups(preset).get("lora", [])]  # complete adapters, as load_zoo reads
     expected = inputs_hash(directories, specs, n_eval, n_tune, preset.name)
     if path.is_file() and not recompute:
         stored = json.loads(path.read_text(encoding="utf-8"))
         if stored.get("hash") == expected:
             return stored
+    if stored_only:
+        return None
     if workers > 1:
         result = _run_sharded(preset, n_eval, n_tune, workers)
     else:
-        result = run_frontier(preset, specs, n_eval=n_eval, n_tune=n_tune)
+        result = run_frontier(preset, specs, n_eval=n_eval, n_tune=n_tune, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
