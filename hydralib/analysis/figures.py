@@ -119,14 +119,17 @@ def ordered_tasks(tasks: Sequence[str], metadata: Mapping[str, Mapping],
 
 def similarity_heatmaps(axes, matrices: Sequence, tasks: Sequence[str], metadata: Mapping[str, Mapping],
                         titles: Sequence[str], keys: Sequence[str] = ("application", "language", "seed"),
-                        block: str | None = "application", vmin: float | None = None, vmax: float | None = 1.0,
-                        seed_labels: bool = False, cbar_label: str | None = None):
+                        block: str | None = "application", vmin: float | None = None, vmax: float | None = None,
+                        diagonal: bool = False, seed_labels: bool = False, cbar_label: str | None = None):
     """Task x task heatmaps side by side (e.g. the A side next to the B side), rows and columns in one order.
 
     ``matrices``: one ``(N, N)`` array per Axes, rows following ``tasks``;
     ``keys``: metadata keys that order the tasks (see :func:`ordered_tasks`);
     ``block``: a metadata key whose changes along that order are marked by thin
-    white lines (``None``: no lines). Returns ``axes``.
+    white lines (``None``: no lines); ``diagonal=False`` leaves each task's
+    similarity with itself blank. ``vmin``/``vmax`` default to the smallest and
+    largest value shown in any of the panels, so that all panels share one
+    colour scale. Returns ``axes``.
     """
     order = ordered_tasks(tasks, metadata, keys)
     labels = task_labels([tasks[i] for i in order], metadata, seed=seed_labels)
@@ -134,9 +137,18 @@ def similarity_heatmaps(axes, matrices: Sequence, tasks: Sequence[str], metadata
     if block is not None:
         values = [str(metadata.get(tasks[i], {}).get(block, "")) for i in order]
         edges = [k for k in range(1, len(values)) if values[k] != values[k - 1]]
-    for ax, matrix, title in zip(axes, matrices, titles):
-        m = np.asarray(matrix, dtype=float)[np.ix_(order, order)]
+    shown = []
+    for matrix in matrices:
+        m = np.array(matrix, dtype=float)[np.ix_(order, order)]
+        if not diagonal:
+            np.fill_diagonal(m, np.nan)
+        shown.append(m)
+    finite = np.concatenate([m[np.isfinite(m)] for m in shown])
+    vmin = float(finite.min()) if vmin is None and finite.size else vmin
+    vmax = float(finite.max()) if vmax is None and finite.size else vmax
+    for ax, m, title in zip(axes, shown, titles):
         plotting.heatmap(ax, m, labels, vmin=vmin, vmax=vmax, title=title, cbar_label=cbar_label)
+        ax.grid(False)  # no grid lines through the blank diagonal
         for k in edges:
             ax.axhline(k, color="white", linewidth=0.8)
             ax.axvline(k, color="white", linewidth=0.8)
