@@ -114,3 +114,19 @@ def test_stored_results_are_reused_only_when_the_hash_matches(tmp_path, monkeypa
     assert artifacts.results_path(preset, "frontier").is_file()
     fr.frontier_results(preset, n_eval=3, n_tune=2)  # other inputs: recomputed
     assert len(calls) == 2
+
+
+def test_an_interrupted_run_resumes_from_finished_rows(tmp_path, monkeypatch):
+    from hydralib.presets import get_preset
+    from hydralib.suite import artifacts
+
+    monkeypatch.setenv("HYDRALIB_CACHE", str(tmp_path))
+    preset = get_preset("tiny")
+    specs = [fr.MethodSpec("individual", "individual", "individual"),
+             fr.MethodSpec("hydra-1", "hydraopt", "exact", {"heads": 1, "rank": preset.lora_rank, "side": "A"})]
+    first = fr.run_frontier(preset, specs, n_eval=2, n_tune=2, progress=False)
+    cached = sorted(p.name for p in (artifacts.zoo_dir(preset) / "results" / "frontier-rows").iterdir())
+    assert len(cached) == 2 and cached[0].startswith("hydra-1-")
+    monkeypatch.setattr(fr, "score", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = fr.run_frontier(preset, specs, n_eval=2, n_tune=2, progress=False)
+    assert json.dumps(again["rows"], sort_keys=True) == json.dumps(first["rows"], sort_keys=True)

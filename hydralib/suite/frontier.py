@@ -226,9 +226,12 @@ def run_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval:
 
     ``shard=(i, n)`` runs only the methods ``specs[i::n]`` and returns their raw
     rows (``"partial": True``); :func:`finish` combines the shards' rows.
+    Every finished method's row is kept in ``results/frontier-rows/`` (keyed by
+    a hash of its inputs), so an interrupted run resumes where it stopped.
     """
+    from ..atomic import atomic_file
     from ..presets import get_preset
-    from .artifacts import load_zoo, zoo_dir
+    from .artifacts import load_zoo, results_path, zoo_dir
     from .models import load_base_model
     from .tasks import preset_task
 
@@ -245,7 +248,12 @@ def run_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval:
     start = time.perf_counter()
     rows = []
     todo = specs if shard is None else specs[shard[0]::shard[1]]
+    cache = results_path(preset, "frontier-rows").with_suffix("")  # one JSON per finished method
     for spec in tqdm(todo, desc="frontier", disable=not progress):
+        row_file = cache / f"{spec.name}-{inputs_hash(directories, [spec], n_eval, n_tune, preset.name)[:16]}.json"
+        if row_file.is_file():  # finished by an earlier (interrupted) run on the same inputs
+            rows.append(json.loads(row_file.read_text(encoding="utf-8")))
+            continue
         t0 = time.perf_counter()
         values, trials = {}, []
         if spec.tune:
@@ -260,6 +268,9 @@ def run_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval:
         rows.append({"name": spec.name, "family": spec.family, "method": spec.method, "params": spec.params,
                      "tuned": values, "trials": trials, "scores": scores, "stored": int(stored), **info,
                      "seconds": time.perf_counter() - t0})
+        cache.mkdir(parents=True, exist_ok=True)
+        with atomic_file(row_file, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(rows[-1]), encoding="utf-8")
     result = {"hash": inputs_hash(directories, specs, n_eval, n_tune, preset.name), "preset": preset.name,
               "n_eval": n_eval, "n_tune": n_tune, "tasks": tasks, "compute_dtype": cdt,
               "torch_threads": torch.get_num_threads(), "seconds": time.perf_counter() - start, "rows": rows}
