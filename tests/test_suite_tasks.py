@@ -79,12 +79,12 @@ def test_splits_have_the_sizes_asked_and_no_shared_prompt(samples):
 
 
 def test_full_size_splits_are_disjoint():
-    """The default preset's sizes (1600/100/200) on the tasks with the smallest input space."""
+    """The default preset's sizes on the tasks with the smallest input space."""
     preset = get_preset("default")
     for task in ("tone_adjustment-en", "smart_reply-ja", "tone_adjustment-zh"):
         s = make_task(task, 0, preset.n_train, preset.n_validation, preset.n_test)
         train, val, test = ({e.prompt for e in part} for part in (s.train, s.validation, s.test))
-        assert (len(train), len(val), len(test)) == (1600, 100, 200)
+        assert (len(train), len(val), len(test)) == (preset.n_train, preset.n_validation, preset.n_test)
         assert not (train & val or train & test or val & test)
 
 

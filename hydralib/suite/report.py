@@ -80,6 +80,12 @@ def mean(values: Iterable[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def join_words(words: Iterable[str]) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b and c"`` (empty string for no words)."""
+    words = list(words)
+    return " and ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else "".join(words)
+
+
 def code_span(text: str) -> str:
     """``text`` as one Markdown code span for a table cell.
 
@@ -235,7 +241,7 @@ def loss_figure(records: Mapping[str, Mapping], preset):
     from matplotlib.lines import Line2D
 
     colors = application_colors(preset)
-    fig, ax = plt.subplots(figsize=(7.0, 3.8))
+    fig, ax = plt.subplots(figsize=(8.0, 3.8))
     for task, record in records.items():
         losses = np.asarray(record["losses"], dtype=float)
         ax.plot(np.arange(1, len(losses) + 1), losses, color=colors.get(split_task(task)[0], "0.5"),
@@ -244,7 +250,7 @@ def loss_figure(records: Mapping[str, Mapping], preset):
     ax.set_xlabel("training step")
     ax.set_ylabel("loss (answer tokens)")
     handles = [Line2D([], [], color=colors[a], label=application_label(a)) for a in preset.applications]
-    ax.legend(handles=handles, loc="upper right", fontsize="small")
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     return fig
 
@@ -342,6 +348,14 @@ def transfer_blocks(transfer: Mapping, preset) -> dict[str, float]:
     return {k: mean(v) for k, v in blocks.items()}
 
 
+def same_application_transfer(transfer: Mapping, preset) -> dict[str, float]:
+    """Per application: mean exact match of its adapters on its tasks in *other* languages (NaN if none)."""
+    rows, cols, matrix = transfer_frame(transfer, preset)
+    return {app: mean(matrix[i, j] for i, a in enumerate(rows) for j, t in enumerate(cols)
+                      if a != t and split_task(a)[0] == app and split_task(t)[0] == app)
+            for app in preset.applications}
+
+
 def specialisation(transfer: Mapping, preset) -> dict[str, dict[str, float]]:
     """Per task: the own adapter's score, the mean score of the adapters of the *other* applications, and
     their difference (``margin``), all on the transfer examples. NaN where a term is missing."""
@@ -357,18 +371,32 @@ def specialisation(transfer: Mapping, preset) -> dict[str, dict[str, float]]:
 # ----------------------------------------------------------------------------- seed control
 
 
+def difference_se(p: float, n: int, q: float, m: int) -> float:
+    """Standard error of the difference of two independent binomial proportions ``p`` (of ``n``) and ``q`` (of ``m``).
+
+    >>> round(difference_se(0.5, 100, 0.5, 100), 4)
+    0.0707
+    """
+    return float(np.sqrt(p * (1 - p) / max(n, 1) + q * (1 - q) / max(m, 1)))
+
+
 def seed_control(results: Mapping, reference: str = "lora") -> tuple[list[str], list[list], dict]:
     """Own-task scores of the seed-control groups (``lora-seed<k>``) next to the reference group's.
 
     Returns (header, rows, summary): one row per task present in a control
-    group; ``summary`` has ``groups``, ``n`` (task x group pairs), ``mean_abs_diff``,
-    ``max_abs_diff`` and ``max_task`` (NaN / None when there is no control group).
+    group; ``summary`` has ``groups``, ``n`` (task x group pairs),
+    ``mean_abs_diff``, ``max_abs_diff``, ``max_task``, ``max_group`` (NaN /
+    None when there is no control group), the mean scores of both sides, and
+    ``beyond_2se``: how many differences exceed two standard errors of the
+    difference of two independent binomial proportions (:func:`difference_se`,
+    with each side's number of test examples). Both sides are scored on the
+    same test examples, so this is a rough yardstick of test noise, not a test.
     """
-    base = scores_of(results, reference)
+    base, counts = scores_of(results, reference), {t: v["n"] for t, v in results["own"].get(reference, {}).items()}
     groups = [g for g in results["own"] if g.startswith(f"{reference}-seed")]
     scores = {g: scores_of(results, g) for g in groups}
     tasks = [t for t in base if any(t in scores[g] for g in groups)]
-    rows, diffs = [], []
+    rows, diffs, beyond = [], [], 0
     for task in tasks:
         row = [task, f"{base[task]:.2f}"]
         for g in groups:
@@ -376,10 +404,12 @@ def seed_control(results: Mapping, reference: str = "lora") -> tuple[list[str], 
             row.append("-" if value is None else f"{value:.2f}")
             if value is not None:
                 diffs.append((abs(value - base[task]), task, g))
+                se = difference_se(base[task], counts[task], value, results["own"][g][task]["n"])
+                beyond += abs(value - base[task]) > 2 * se + 1e-12
         rows.append(row)
     worst = max(diffs, key=lambda d: d[0], default=(float("nan"), None, None))  # first of ties, in task order
     summary = {"groups": groups, "n": len(diffs), "mean_abs_diff": mean(d for d, _, _ in diffs),
-               "max_abs_diff": worst[0], "max_task": worst[1], "max_group": worst[2],
+               "max_abs_diff": worst[0], "max_task": worst[1], "max_group": worst[2], "beyond_2se": int(beyond),
                "reference_mean": mean(base[t] for t in tasks),
                "control_mean": mean(scores[g][t] for g in groups for t in tasks if t in scores[g])}
     return ["task", reference] + groups, rows, summary
