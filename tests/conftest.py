@@ -116,3 +116,23 @@ def site(tmp_path_factory) -> Path:
                             capture_output=True, text=True, timeout=3000, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out / "_build" / "html"
+
+
+def edit_config(directory: Path, **changes) -> None:
+    """Change keys of an adapter directory's adapter_config.json in place."""
+    import json
+
+    path = directory / "adapter_config.json"
+    cfg = json.loads(path.read_text())
+    cfg.update(changes)
+    path.write_text(json.dumps(cfg))
+
+
+def edit_tensors(directory: Path, fn) -> None:
+    """Apply ``fn(tensors)`` (in place on the dict) to an adapter directory's safetensors file."""
+    from safetensors.torch import load_file, save_file
+
+    path = str(directory / "adapter_model.safetensors")
+    tensors = load_file(path)
+    fn(tensors)
+    save_file(tensors, path)

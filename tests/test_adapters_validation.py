@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 from hydralib import AdapterError, AdapterSet, OutputExistsError, load_adapters
 from hydralib.peft_io import CONFIG_NAME, WEIGHTS_NAME
 
 from conftest import LLAMA_TARGETS, save_peft_adapter, tiny_llama
+from conftest import edit_config as _edit_config, edit_tensors as _edit_tensors
 
 MODULE = "model.layers.0.self_attn.q_proj"
 A_KEY = f"base_model.model.{MODULE}.lora_A.weight"
@@ -25,18 +24,6 @@ B_KEY = f"base_model.model.{MODULE}.lora_B.weight"
 def good(lora_dirs, tmp_path) -> Path:
     """A private copy of a valid adapter to corrupt."""
     return Path(shutil.copytree(lora_dirs[0], tmp_path / "good"))
-
-
-def _edit_config(directory: Path, **changes) -> None:
-    cfg = json.loads((directory / CONFIG_NAME).read_text())
-    cfg.update(changes)
-    (directory / CONFIG_NAME).write_text(json.dumps(cfg))
-
-
-def _edit_tensors(directory: Path, fn) -> None:
-    tensors = load_file(str(directory / WEIGHTS_NAME))
-    fn(tensors)
-    save_file(tensors, str(directory / WEIGHTS_NAME))
 
 
 def _error(sources, **kwargs) -> str:

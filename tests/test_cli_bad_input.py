@@ -8,33 +8,20 @@ Run this file as a script to print the message each case produces:
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import LLAMA_TARGETS, save_peft_adapter, tiny_llama  # noqa: E402
+from conftest import edit_config as _config, edit_tensors as _tensors  # noqa: E402
 
 from hydralib.cli import main  # noqa: E402
 from hydralib.commands.common import EXIT_BAD_INPUT  # noqa: E402
 from hydralib.peft_io import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
-
-
-def _config(d: Path, **changes) -> None:
-    cfg = json.loads((d / CONFIG_NAME).read_text())
-    cfg.update(changes)
-    (d / CONFIG_NAME).write_text(json.dumps(cfg))
-
-
-def _tensors(d: Path, fn) -> None:
-    tensors = load_file(str(d / WEIGHTS_NAME))
-    fn(tensors)
-    save_file(tensors, str(d / WEIGHTS_NAME))
 
 
 def _first_a(tensors):
