@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..errors import HydraError
-from .common import EXIT_OK, read_json_object
+from .common import EXIT_OK, read_metadata
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def run(args) -> int:
     from ..atomic import atomic_dir, check_writable
 
     check_writable(args.out, args.overwrite)
-    metadata = read_json_object(args.metadata, "metadata")
+    metadata = read_metadata(args.metadata)
     aset = load_adapters(args.adapters, metadata=metadata)
     if aset.kind != "lora":
         raise HydraError(f"{aset.sources.get(aset.tasks[0], '')}: analyze works on LoRA adapters")

@@ -3,9 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from ..errors import HydraError
-from .common import EXIT_OK, read_json_object
+from .common import EXIT_OK, described, read_metadata
+
+
+def heads_arg(value: str) -> str | int:
+    """``--heads``: ``task``, a metadata key or an integer K >= 1 (argparse ``type``; bad values are usage errors)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty value; use 'task', a metadata key (application, language) "
+                                         "or an integer K >= 1")
+    if re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        k = int(value)
+        if k < 1:
+            raise argparse.ArgumentTypeError(f"{value!r}: the number of heads must be at least 1")
+        return k
+    return value
+
+
+def check_grouping_key(path: str, metadata: dict, tasks: list[str], key: str) -> None:
+    """Every task has a string (or integer) ``metadata[task][key]`` to name its head; errors name ``path``."""
+    missing = [t for t in tasks if t not in metadata]
+    if missing:
+        raise HydraError(f"{path}: no entry for tasks {missing[:5]}; --heads {key} needs the {key!r} of every adapter")
+    lacking = [t for t in tasks if key not in metadata[t]]
+    if lacking:
+        raise HydraError(f"{path}: tasks {lacking[:5]} have no {key!r} (needed by --heads {key})")
+    for task in tasks:
+        value = metadata[task][key]
+        if not ((isinstance(value, str) and value.strip()) or (isinstance(value, int) and not isinstance(value, bool))):
+            raise HydraError(f"{path}: task {task!r}: {key!r} must be a non-empty string (it names the head), "
+                             f"got {described(value)}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,8 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hydraopt (shared factor + heads) or a dW-space baseline (default hydraopt)")
     p.add_argument("--out", required=True,
                    help="hydraopt: bundle directory; baselines: a PEFT LoRA directory of the merged adapter")
-    p.add_argument("--heads", default="task",
-                   help="hydraopt: 'task' (one per task), a metadata key (application, language) or an integer K")
+    p.add_argument("--heads", default="task", type=heads_arg,
+                   help="hydraopt: 'task' (one per task), a metadata key (application, language; needs --metadata) "
+                        "or an integer K from 1 to the number of adapters")
     p.add_argument("--rank", type=int, default=None, help="rank of the result (default: the adapters' rank)")
     p.add_argument("--side", default="A", choices=["A", "B"], help="hydraopt: which factor is shared")
     p.add_argument("--solver", default="exact", choices=list(SOLVERS), help="hydraopt solver")
@@ -25,7 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lam", type=float, default=1.0, help="baselines: global scaling of the merged dW")
     p.add_argument("--density", type=float, default=None, help="baselines: TIES/DARE density")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step")
-    p.add_argument("--metadata", default=None, help="JSON file {task: {application, language}} for --heads")
+    p.add_argument("--metadata", default=None,
+                   help="JSON file {task: {application, language}} for --heads <key> (every adapter needs an entry "
+                        "with that key; other tasks may be listed); recorded in the bundle")
     p.add_argument("--export-peft", default=None, help="hydraopt: also write one PEFT LoRA directory per task here")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -38,12 +70,23 @@ def run(args) -> int:
     check_writable(args.out, args.overwrite)
     if args.export_peft:
         check_writable(args.export_peft, args.overwrite)
-    aset = load_adapters(args.adapters, metadata=read_json_object(args.metadata, "metadata"))
+    metadata = read_metadata(args.metadata)
+    heads = args.heads
+    by_key = args.method == "hydraopt" and isinstance(heads, str) and heads != "task"
+    if by_key and metadata is None:
+        raise HydraError(f"hydraopt: --heads {heads} is a metadata key, but no --metadata file was given "
+                         f"(pass --metadata FILE, or use --heads task or an integer K)")
+    aset = load_adapters(args.adapters, metadata=metadata)
     total = storage.set_params(aset)
     if args.method == "hydraopt":
         from ..merge import export_peft, hydraopt
 
-        heads = int(args.heads) if args.heads.isdigit() else args.heads
+        n = len(aset.tasks)
+        if isinstance(heads, int) and heads > n:
+            raise HydraError(f"hydraopt: --heads {heads}: more heads than the {n} adapter{'s' * (n != 1)} given "
+                             f"(K must be 1 to {n})")
+        if by_key:
+            check_grouping_key(args.metadata, metadata, aset.tasks, heads)
         try:
             result = hydraopt(aset, heads=heads, rank=args.rank, side=args.side, solver=args.solver,
                               weighting=args.weighting, seed=args.seed, device="cpu")
