@@ -6,6 +6,9 @@
   pruning on dW via ``peft.utils.merge_utils``, seeded, stored by truncated SVD;
 * :mod:`.hydraopt` - shared A' (or B') with K heads: exact and Adam solvers,
   weighting, grouping;
+* :mod:`.vera` - VeRA: TA/TIES/DARE on the trainable vectors, a dW reference,
+  the vector-average gap, and the HydraOpt analogue (shared lambda_d or
+  lambda_b, ALS and Adam solvers);
 * :mod:`.bundle` - save / load / export to PEFT;
 * :mod:`.synthetic` - random adapters with controllable structure.
 
@@ -54,6 +57,18 @@ from .lowrank import (
     truncated_svd_dense,
 )
 from .synthetic import attention_modules, derive_seed, random_lora_factors, synthetic_tasks
+from .vera import (
+    VERA_SOLVERS,
+    MergedVeRA,
+    VectorAverageGap,
+    VeraHydraResult,
+    VeraModuleResult,
+    merge_vera_dense,
+    merge_vera_vectors,
+    random_vera_adapters,
+    vector_average_gap,
+    vera_hydraopt,
+)
 
 __all__ = [
     "MERGE_METHODS", "MergedLoRA", "MergeMethod", "merge_adapters", "merge_deltas", "seeded_rng",
@@ -64,4 +79,6 @@ __all__ = [
     "LowRankSVD", "StackedGram", "delta_inner_products", "lowrank_svd", "row_space_basis", "stacked_gram",
     "truncated_svd_dense",
     "attention_modules", "derive_seed", "random_lora_factors", "synthetic_tasks",
+    "VERA_SOLVERS", "MergedVeRA", "VectorAverageGap", "VeraHydraResult", "VeraModuleResult", "merge_vera_dense",
+    "merge_vera_vectors", "random_vera_adapters", "vector_average_gap", "vera_hydraopt",
 ]
