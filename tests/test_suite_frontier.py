@@ -50,6 +50,17 @@ def test_tune_tries_half_when_doubling_does_not_help():
     assert best == {"lam": 1 / 32} and len(trials) == 8
 
 
+def test_tune_goes_on_halving_through_a_plateau_of_zeros():
+    """peft's linear merge of N adapters sharing their initial A is about N times the mean update: it scores 0
+    at lam 1, 2 and 1/2 alike, and the search must go on halving to find the scale where it works."""
+    spec = fr.MethodSpec("peft_linear", "peft", "linear", {}, ("lam",))
+    best, trials = fr.tune(lambda v: 0.0 if v["lam"] > 0.1 else 0.05 - abs(v["lam"] - 1 / 32), spec)
+    assert best == {"lam": 1 / 32}
+    assert [t["values"]["lam"] for t in trials] == [1.0, 2.0, 0.5, 0.25, 0.125, 1 / 16, 1 / 32, 1 / 64]
+    best, trials = fr.tune(lambda v: 0.0, spec)  # no signal anywhere: the first value stays
+    assert best == {"lam": 1.0} and trials[-1]["values"]["lam"] == 1 / 128
+
+
 @pytest.fixture(scope="module")
 def tiny_frontier(tmp_path_factory):
     import os

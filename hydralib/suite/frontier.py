@@ -164,7 +164,8 @@ def tune(evaluate_at: Callable[[dict], float], spec: MethodSpec, max_lam: float 
     """Search ``spec.tune`` with ``evaluate_at(values) -> mean validation score``; returns (best values, trials).
 
     ``lam``: from 1, doubled while the score improves (up to ``max_lam``); if
-    doubling never helped, halved while it improves (down to ``min_lam``).
+    doubling never helped, halved until the score gets worse (down to ``min_lam``; on a tie the best
+    value stays, so a merge that scores 0 until its scale is small enough is still found).
     Then ``density`` over :data:`DENSITIES` at the chosen ``lam``. No setting is evaluated twice.
     """
     trials: list = []
@@ -189,12 +190,15 @@ def tune(evaluate_at: Callable[[dict], float], spec: MethodSpec, max_lam: float 
             if s <= best_score:
                 break
             best, best_score, lam = candidate, s, lam * 2
-        while best["lam"] <= 1.0 and best["lam"] / 2 >= min_lam:  # doubling did not help: halve instead
-            candidate = {**best, "lam": best["lam"] / 2}
+        lam = best["lam"]
+        while best["lam"] <= 1.0 and lam / 2 >= min_lam:  # doubling did not help: halve instead
+            lam /= 2
+            candidate = {**best, "lam": lam}
             s = run(candidate)
-            if s <= best_score:
+            if s < best_score:
                 break
-            best, best_score = candidate, s
+            if s > best_score:  # a tie goes on halving without moving: a plateau (a merge that scores 0
+                best, best_score = candidate, s  # everywhere, scaled N times too large) gives no signal
     if "density" in spec.tune:
         best_score = run(best)
         for d in DENSITIES:
