@@ -95,3 +95,31 @@ def test_scaling_grid_and_slopes():
     for method in ("hydraopt-exact", "ta-dense"):
         assert set(result["slopes"][method]) == set(AXES)
         assert result["slopes"][method]["d_model"]["time"] is not None
+
+
+def test_set_threads_also_fixes_numpy_blas_threads():
+    import ctypes
+    import os
+    import re
+
+    import torch
+
+    from hydralib.bench.machine import set_numpy_blas_threads, set_threads
+
+    with open("/proc/self/maps") as fh:
+        paths = sorted(set(re.findall(r"(\S*openblas\S*\.so\S*)", fh.read())))
+    getters = [getattr(ctypes.CDLL(p), name) for p in paths
+               for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads") if hasattr(ctypes.CDLL(p), name)]
+    if not getters:
+        pytest.skip("no OpenBLAS with a known thread getter in this process")
+    get = getters[0]
+    before_numpy, before_torch = get(), torch.get_num_threads()
+    try:
+        assert set_numpy_blas_threads(2)
+        if (os.cpu_count() or 1) >= 2:
+            assert get() == 2
+        assert set_threads(1) == 1 and get() == 1  # torch's threads and numpy's BLAS together
+    finally:
+        set_numpy_blas_threads(before_numpy)
+        torch.set_num_threads(before_torch)
+    assert get() == before_numpy

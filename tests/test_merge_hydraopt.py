@@ -321,3 +321,114 @@ def test_shape_errors_name_the_module():
     As, Bs, ss, w = problem()
     with pytest.raises(AdapterError, match="up_proj.*heads"):
         solve_exact(As, Bs, ss, w, [0, 2, 2, 2, 2, 2], 3, 2, module="model.layers.3.mlp.up_proj")
+
+
+# ----------------------------------------------------------------------------- the factored exact path (large R)
+
+
+def structured_problem(n=10, ranks=None, d_out=40, d_in=320, shared=0.9, shared_b=0.7, seed=21, dtype=F64):
+    """Tasks whose lora_A (and lora_B) share a part: R = sum r_i >= SUBSPACE_MIN_SIZE, a gap after r."""
+    g = torch.Generator().manual_seed(seed)
+    ranks = ranks or [30] * n
+    common = torch.randn(max(ranks), d_in, generator=g, dtype=F64)
+    common_b = torch.randn(d_out, max(ranks), generator=g, dtype=F64)
+    As = [shared * common[:r] + (1 - shared) * torch.randn(r, d_in, generator=g, dtype=F64) for r in ranks]
+    Bs = [(shared_b * common_b[:, :r] + (1 - shared_b) * torch.randn(d_out, r, generator=g, dtype=F64)) * 0.1
+          for r in ranks]
+    ss = [2.0 + 0.1 * i for i in range(n)]
+    w = torch.rand(n, generator=g, dtype=F64) + 0.5
+    return [A.to(dtype) for A in As], [B.to(dtype) for B in Bs], ss, w
+
+
+def householder_solve(monkeypatch, *args):
+    """The same problem through the Householder / eigensolver path (the factored one switched off)."""
+    import importlib
+
+    module = importlib.import_module("hydralib.merge.hydraopt")  # the module (hydralib.merge.hydraopt is also a function)
+    with monkeypatch.context() as m:
+        m.setattr(module, "_solve_exact_factored", lambda *a, **k: None)
+        return solve_exact(*args)
+
+
+@pytest.mark.parametrize(
+    "groups,ranks",
+    [
+        (list(range(10)), None),  # K = N
+        ([0] * 10, None),  # K = 1
+        ([0, 0, 0, 1, 2, 2, 3, 1, 4, 4], None),  # heads of 1 to 3 tasks, not contiguous
+        (list(range(10)), [30, 28, 32, 30, 25, 31, 30, 29, 32, 33]),  # unequal ranks: padded
+    ],
+    ids=["K=N", "K=1", "groups", "unequal-ranks"],
+)
+def test_factored_exact_path_reaches_the_dense_floor(monkeypatch, groups, ranks):
+    As, Bs, ss, w = structured_problem(ranks=ranks)
+    K, rank = max(groups) + 1, 30
+    sol = solve_exact(As, Bs, ss, w, groups, K, rank)
+    assert sol.method == "factored"
+    ref = dense_stacked_floor([s * (B @ A) for A, B, s in zip(As, Bs, ss)], w.tolist(), groups, rank)
+    assert sol.spread == pytest.approx(ref["spread"], rel=1e-9, abs=1e-12)
+    assert sol.truncation == pytest.approx(ref["truncation"], rel=1e-7)  # converged to ~1e-8 of the tail
+    assert sol.floor == pytest.approx(ref["floor"], rel=1e-7) and sol.floor >= ref["floor"] * (1 - 1e-12)
+    assert sol.loss == pytest.approx(ref["floor"], rel=1e-7) and sol.loss >= ref["floor"] * (1 - 1e-12)
+    assert sol.loss == pytest.approx(objective(sol.shared, sol.heads, As, Bs, ss, w, groups), rel=1e-10)
+    assert sol.loss == pytest.approx(dense_objective(sol.shared, sol.heads, As, Bs, ss, w, groups), rel=1e-9)
+    assert sol.energy == pytest.approx(float(sum(w[i] * (ss[i] * Bs[i] @ As[i]).pow(2).sum() for i in range(10))), rel=1e-12)
+    assert sol.shared.shape == (rank, 320) and sol.heads.shape == (K, 40, rank) and sol.eigenvalues.shape == (rank,)
+    torch.testing.assert_close(sol.shared @ sol.shared.T, torch.eye(rank, dtype=F64))
+    old = householder_solve(monkeypatch, As, Bs, ss, w, groups, K, rank)
+    assert old.method == "householder"
+    assert sol.loss == pytest.approx(old.loss, rel=1e-7)
+    torch.testing.assert_close(sol.eigenvalues, old.eigenvalues, rtol=1e-9, atol=0)
+    for k in range(K):  # the same merged updates (the basis of A' may differ by signs)
+        new_k, old_k = sol.heads[k] @ sol.shared, old.heads[k] @ old.shared
+        assert float((new_k - old_k).norm()) <= 1e-6 * float(old_k.norm())
+
+
+def test_factored_exact_path_in_float32_agrees_with_float64(monkeypatch):
+    As, Bs, ss, w = structured_problem(dtype=torch.float32)
+    groups = list(range(10))
+    sol = solve_exact(As, Bs, ss, w, groups, 10, 30)
+    assert sol.method == "factored" and sol.shared.dtype == sol.heads.dtype == torch.float32
+    As64, Bs64 = [A.double() for A in As], [B.double() for B in Bs]  # the same (rounded) adapters in float64
+    ref = dense_stacked_floor([s * (B @ A) for A, B, s in zip(As64, Bs64, ss)], w.tolist(), groups, 30)
+    assert ref["floor"] * (1 - 1e-12) <= sol.loss <= ref["floor"] * (1 + 1e-7)
+    assert sol.floor == pytest.approx(ref["floor"], rel=1e-7)
+    assert sol.loss == pytest.approx(objective(sol.shared, sol.heads, As, Bs, ss, w, groups), rel=1e-9)
+    old = householder_solve(monkeypatch, As, Bs, ss, w, groups, 10, 30)  # float32 Householder path
+    assert sol.loss <= old.loss * (1 + 1e-7)
+
+
+def test_flat_spectrum_falls_back_to_the_householder_path():
+    g = torch.Generator().manual_seed(22)
+    n, r, d_in = 10, 30, 320
+    Q = torch.linalg.qr(torch.randn(d_in, n * r, generator=g, dtype=F64)).Q.T  # orthonormal rows
+    A_cat = (1.0 - 1e-3 * torch.arange(n * r, dtype=F64))[:, None] * Q  # slowly decaying spectrum, no gap
+    As = list(A_cat.split(r))
+    Bs = [torch.linalg.qr(torch.randn(40, r, generator=g, dtype=F64)).Q for _ in range(n)]  # B_i^T B_i = I
+    ss, w, groups = [1.0] * n, torch.ones(n, dtype=F64), list(range(n))
+    sol = solve_exact(As, Bs, ss, w, groups, n, 40)
+    assert sol.method == "householder"
+    ref = dense_stacked_floor([s * (B @ A) for A, B, s in zip(As, Bs, ss)], w.tolist(), groups, 40)
+    assert sol.loss == pytest.approx(ref["floor"], rel=1e-9)
+
+
+def test_hydraopt_on_factored_sizes_both_sides():
+    modules = {"model.layers.0.self_attn.q_proj": (48, 300), "model.layers.0.self_attn.v_proj": (300, 40)}
+    tasks = [f"t{i}" for i in range(9)]
+    f = random_lora_factors(9, modules, rank=32, seed=3, shared_a=0.8, shared_b=0.8, task_names=tasks)
+    aset = AdapterSet.from_factors(f)
+    for side, module in (("A", "model.layers.0.self_attn.q_proj"), ("B", "model.layers.0.self_attn.v_proj")):
+        result = hydraopt(aset, heads="task", rank=16, side=side, modules=[module], progress=False)
+        m = result.modules[module]
+        As, Bs, ss = zip(*(aset.factors(t, module) for t in tasks))
+        if side == "B":
+            As, Bs = [B.T for B in Bs], [A.T for A in As]
+        sol = solve_exact(list(As), list(Bs), ss, torch.ones(9, dtype=F64), list(range(9)), 9, 16)
+        assert sol.method == "factored"  # R = 9 * 32 = 288 on the shared side
+        assert m.loss == pytest.approx(sol.loss, rel=1e-12) and m.floor == pytest.approx(sol.floor, rel=1e-12)
+        deltas = [aset.delta(t, module).double() for t in tasks]
+        ref = dense_stacked_floor([d if side == "A" else d.T for d in deltas], [1.0] * 9, list(range(9)), 16)
+        assert m.loss == pytest.approx(ref["floor"], rel=1e-6)
+        for t in tasks[:2]:
+            dense = result.delta(t, module).double()
+            assert float(((dense - aset.delta(t, module).double()) ** 2).sum()) <= m.loss

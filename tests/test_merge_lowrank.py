@@ -13,12 +13,16 @@ from hydralib.merge.lowrank import (
     delta_norms_sq,
     dense_stacked_floor,
     dense_weighted_sum,
+    empty_buffer,
     lora_inner,
     lowrank_svd,
+    matmul,
+    matmul64,
     row_space_basis,
     stack_lora_a,
     stacked_gram,
     stack_lora_b,
+    to_float64,
     top_eigenpairs,
     truncated_svd_dense,
     weighted_gram,
@@ -227,3 +231,38 @@ def test_synthetic_factors_are_seeded_per_module_and_shared_a_makes_a_alike():
         random_lora_factors(2, modules, rank=2, shared_a=0.8, groups=[0, 1], group_a=0.5)
     with pytest.raises(ValueError, match="need groups"):
         random_lora_factors(2, modules, rank=2, group_b=0.5)
+
+
+# ----------------------------------------------------------------------------- CPU helpers of the factored solvers
+
+
+def test_check_factors_accepts_large_finite_values_and_rejects_infinities():
+    big = torch.full((2, 6), 3e38, dtype=torch.float32)  # finite, but their sum overflows to inf
+    B = torch.ones(5, 2, dtype=torch.float32)
+    assert check_factors([big], [B], [1.0]) == (5, 6)
+    inf = big.clone()
+    inf[1, 2] = float("-inf")
+    with pytest.raises(ValueError, match="lora_a has NaN/Inf"):
+        check_factors([inf], [B], [1.0])
+    nan_b = B.clone()
+    nan_b[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="lora_b has NaN/Inf"):
+        check_factors([big], [nan_b], [1.0])
+
+
+def test_numpy_backed_buffers_and_products_match_torch():
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(4, 6, 50, generator=g)
+    b = torch.randn(4, 50, 7, generator=g)
+    buf = empty_buffer((4, 6, 50), torch.float32)
+    assert buf.shape == (4, 6, 50) and buf.dtype == torch.float32 and buf.device.type == "cpu"
+    assert empty_buffer((3,), torch.int64).dtype == torch.int64  # other dtypes: torch.empty
+    x64 = to_float64(a)
+    assert x64.dtype == F64 and torch.equal(x64, a.double()) and to_float64(x64).data_ptr() == x64.data_ptr()
+    torch.testing.assert_close(matmul64(a, b), a.double() @ b.double(), rtol=1e-12, atol=1e-12)
+    assert matmul64(a, b).dtype == F64
+    torch.testing.assert_close(matmul(a, b), a @ b)
+    flat = a.reshape(24, 50)
+    torch.testing.assert_close(matmul(flat, flat.T), flat @ flat.T)  # the symmetric (syrk) case
+    w = torch.randn(3, 3, requires_grad=True)
+    assert matmul(w, w).requires_grad  # autograd goes through torch

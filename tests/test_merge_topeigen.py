@@ -11,6 +11,7 @@ from hydralib.merge.hydraopt import solve_exact
 from hydralib.merge.lowrank import (
     SUBSPACE_MIN_SIZE,
     dense_stacked_floor,
+    factored_top_eigen,
     row_space,
     row_space_basis,
     stacked_gram,
@@ -256,3 +257,91 @@ def test_solve_exact_on_the_subspace_path_reaches_the_dense_floor():
     assert sol32.shared.dtype == torch.float32
     assert sol32.floor == pytest.approx(ref["floor"], rel=1e-5)
     assert sol32.loss == pytest.approx(ref["floor"], rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- top eigenpairs of A^T D A on the factors
+
+
+def factored_operator(n_tasks=12, r=24, d=400, shared=0.9, seed=13, dtype=F64):
+    """``A`` ``(n_tasks r, d)`` whose rows share an r-dimensional part, and block-diagonal PSD ``D`` (blocks ``B_i^T B_i``)."""
+    g = torch.Generator().manual_seed(seed)
+    common = torch.randn(r, d, generator=g, dtype=F64)
+    A = torch.cat([shared * common + (1 - shared) * torch.randn(r, d, generator=g, dtype=F64) for _ in range(n_tasks)])
+    Bs = torch.randn(n_tasks, 30, r, generator=g, dtype=F64)
+    D = torch.block_diag(*(B.T @ B for B in Bs))
+
+    def apply_d(Y):
+        return (D.to(Y.dtype) @ Y)
+
+    return A.to(dtype), D, apply_d
+
+
+def dense_top(A, D, k):
+    M = A.double().T @ D @ A.double()
+    values, vectors = torch.linalg.eigh((M + M.T) / 2)
+    return values.flip(0), vectors.flip(1)[:, :k], float(M.trace())
+
+
+def test_factored_top_eigen_matches_a_dense_eigh_in_float64():
+    A, D, apply_d = factored_operator()
+    k = 24
+    eig = factored_top_eigen(A, apply_d, k)
+    values, vectors, _ = dense_top(A, D, k)
+    assert eig.converged and 1 <= eig.iterations <= 12
+    assert eig.vectors.shape == (A.shape[1], k) and eig.vectors.dtype == F64 and eig.values.dtype == F64
+    # stopped on the excess estimate (<= 1e-8 of the top-k sum): values agree to second order, vectors to first
+    torch.testing.assert_close(eig.values, values[:k], rtol=1e-9, atol=0)
+    assert eig.excess <= 1e-8 * float(eig.values.sum()) and eig.residual <= 1e-3
+    assert projector_gap(eig.vectors, vectors) < 1e-4
+    torch.testing.assert_close(eig.vectors.T @ eig.vectors, torch.eye(k, dtype=F64), rtol=0, atol=1e-12)
+    # the residual criterion alone (excess_tol=0): converged to float64 accuracy
+    tight = factored_top_eigen(A, apply_d, k, excess_tol=0.0)
+    assert tight.converged and tight.residual <= 16 * torch.finfo(F64).eps * A.shape[1] ** 0.5
+    torch.testing.assert_close(tight.values, values[:k], rtol=1e-12, atol=0)
+    assert projector_gap(tight.vectors, vectors) < 1e-10
+    # bit-identical with the same start, the same subspace with another
+    again = factored_top_eigen(A, apply_d, k, excess_tol=0.0)
+    assert torch.equal(again.vectors, tight.vectors) and torch.equal(again.values, tight.values)
+    other = factored_top_eigen(A, apply_d, k, excess_tol=0.0, seed=5)
+    assert projector_gap(other.vectors, tight.vectors) < 1e-10
+
+
+def test_factored_top_eigen_float32_and_the_excess_estimate():
+    A, D, apply_d = factored_operator(dtype=torch.float32)
+    k = 24
+    values, vectors, trace = dense_top(A, D, k)
+    eig = factored_top_eigen(A, apply_d, k, trace=trace)
+    assert eig.converged and eig.vectors.dtype == torch.float32
+    tail = trace - float(values[:k].sum())
+    # judged relative to the tail: the top-k sum it captures falls short by at most ~excess_tol of the tail
+    V = torch.linalg.qr(eig.vectors.double()).Q  # the same span, orthonormal in float64
+    captured = float(((A.double() @ V) * (D @ (A.double() @ V))).sum())  # trace(V^T M V)
+    shortfall = float(values[:k].sum()) - captured
+    assert -1e-7 * tail <= shortfall <= 1e-7 * tail  # measured ~2e-9 here, as the estimate says
+    assert eig.excess <= 1e-8 * tail
+    assert projector_gap(eig.vectors, vectors) < 1e-3
+
+
+def test_factored_top_eigen_gives_up_on_a_flat_spectrum():
+    g = torch.Generator().manual_seed(14)
+    A = torch.linalg.qr(torch.randn(500, 300, generator=g, dtype=F64)).Q.T  # orthonormal rows: M = D on them
+    values = 10.0 - 1e-3 * torch.arange(300, dtype=F64)
+    U = torch.linalg.qr(torch.randn(300, 300, generator=g, dtype=F64)).Q
+    D = (U * values) @ U.T
+    eig = factored_top_eigen(A, lambda Y: D @ Y, 30)
+    assert not eig.converged and 3 <= eig.iterations < 12
+
+
+def test_factored_top_eigen_rank_deficient_and_invalid_arguments():
+    g = torch.Generator().manual_seed(15)
+    A = torch.randn(6, 300, generator=g, dtype=F64).repeat(50, 1)  # rank 6 < k
+    eig = factored_top_eigen(A, lambda Y: Y, 10)
+    assert eig.converged
+    assert float(eig.values[6:].abs().max()) <= 1e-10 * float(eig.values[0])
+    ref_values, ref_vectors, _ = dense_top(A, torch.eye(300, dtype=F64), 6)
+    torch.testing.assert_close(eig.values[:6], ref_values[:6], rtol=1e-9, atol=0)
+    assert projector_gap(eig.vectors[:, :6], ref_vectors) < 1e-8
+    with pytest.raises(ValueError, match="must be \\(n, d\\)"):
+        factored_top_eigen(torch.zeros(3), lambda Y: Y, 1)
+    with pytest.raises(ValueError, match="k must be"):
+        factored_top_eigen(A, lambda Y: Y, 0)

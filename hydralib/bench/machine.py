@@ -24,8 +24,8 @@ import resource
 import sys
 import time
 
-__all__ = ["THREAD_ENV", "thread_env", "set_threads", "resolve_device", "machine_info", "load_average",
-           "rss_mib", "hwm_mib", "reset_hwm", "MemoryProbe", "synchronize"]
+__all__ = ["THREAD_ENV", "thread_env", "set_threads", "set_numpy_blas_threads", "resolve_device", "machine_info",
+           "load_average", "rss_mib", "hwm_mib", "reset_hwm", "MemoryProbe", "synchronize"]
 
 #: Environment variables that fix the number of threads of BLAS/OpenMP in a child process.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -38,7 +38,12 @@ def thread_env(threads: int) -> dict[str, str]:
 
 
 def set_threads(threads: int) -> int:
-    """Fix torch's intra-op threads (and inter-op threads, when still possible) to ``threads``; return it."""
+    """Fix torch's intra-op threads (and inter-op threads, when still possible) to ``threads``; return it.
+
+    Also numpy's own BLAS (:func:`set_numpy_blas_threads`): hydralib's CPU
+    solvers run some products through numpy, so a thread count must hold for
+    both libraries (a child process gets both from :func:`thread_env`).
+    """
     import torch
 
     threads = int(threads)
@@ -49,7 +54,45 @@ def set_threads(threads: int) -> int:
         torch.set_num_interop_threads(threads)
     except RuntimeError:  # only allowed before any parallel work started
         pass
+    set_numpy_blas_threads(threads)
     return torch.get_num_threads()
+
+
+#: Thread setters of the OpenBLAS builds that numpy / scipy wheels bundle (symbol names vary with the build).
+_OPENBLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_", "openblas_set_num_threads")
+
+
+def set_numpy_blas_threads(threads: int) -> bool:
+    """Best effort: fix the threads of the OpenBLAS libraries loaded in this process (numpy's, scipy's); True if any.
+
+    OpenBLAS reads ``OPENBLAS_NUM_THREADS`` only when it is loaded, so a
+    process that imported numpy before choosing its threads needs this call.
+    Linux only (the loaded libraries are read from ``/proc/self/maps``).
+    """
+    import ctypes
+    import re
+
+    import numpy  # noqa: F401  (loads numpy's BLAS, if it is not loaded yet)
+
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = sorted(set(re.findall(r"(\S*openblas\S*\.so\S*)", fh.read())))
+    except OSError:
+        return False
+    done = False
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _OPENBLAS_SETTERS:
+            setter = getattr(lib, name, None)
+            if setter is not None:
+                setter(int(threads))
+                done = True
+                break
+    return done
 
 
 def resolve_device(device: str | None) -> str:

@@ -219,7 +219,7 @@ def _register(method: BenchMethod) -> None:
 
 _register(BenchMethod(
     "hydraopt-exact", "hydraopt", "factors", "shared A' + N heads, rank r", "adapters",
-    "HydraOpt closed form: top-r eigenvectors of the R x R Gram of the stacked deltas (Eckart-Young), K = N",
+    "HydraOpt closed form: top-r eigenvectors of the stacked deltas' Gram (Eckart-Young), by block Krylov steps on the factors, K = N",
     _hydraopt("task", "exact"), _hydra_eval))
 _register(BenchMethod(
     "hydraopt-exact-k1", "hydraopt", "factors", "one adapter, rank r", "adapters",

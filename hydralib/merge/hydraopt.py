@@ -16,8 +16,10 @@ With group weights ``W_k = sum_{i in k} w_i`` and weighted group means
 and by Eckart-Young the minimum of the second term is the sum of the squared
 singular values of S beyond r' (the *truncation* term). ``floor = spread +
 truncation``. Everything here works on the factors (see :mod:`.lowrank`):
-``solver="exact"`` takes the top eigenvectors V of the ``R x R`` matrix
-``(SQ)^T (SQ)`` and sets ``A' = V^T Q^T``, ``B'_k = (M_k Q) V``;
+``solver="exact"`` takes the top r' eigenvectors of ``S^T S = A_cat^T D
+A_cat`` (block Krylov steps on the stacked A_i for large problems, else those
+of the ``R x R`` matrix ``(SQ)^T (SQ)``, ``A' = V^T Q^T``) and sets
+``B'_k = M_k A'^T``;
 ``solver="adam"`` learns A', B'_k by gradient descent on the same objective,
 evaluated through ``r x r`` Gram matrices. ``side="B"`` shares B' ``(d_out, r')``
 and gives every head its own A'_k ``(r', d_in)``; it is solved as side A on the
@@ -50,9 +52,17 @@ import torch
 
 from ..errors import AdapterError
 from .lowrank import (
+    SUBSPACE_MIN_SIZE,
+    _fix_signs,
+    block_sums,
     check_factors,
     delta_inner_products,
     delta_norms_sq,
+    empty_buffer,
+    factored_top_eigen,
+    matmul,
+    matmul64,
+    to_float64,
     stacked_gram,
     top_eigen,
 )
@@ -96,6 +106,9 @@ class ModuleSolution:
     of S), descending; the rest of the spectrum is not computed (their sum is
     ``truncation``). ``history`` holds the Adam losses per step
     (``None`` for the exact solver); ``steps`` how many steps Adam ran.
+    ``method``: how the exact solution was found, ``"factored"`` (block
+    Krylov on the factors) or ``"householder"`` (QR of the stacked A_i and an
+    eigensolver on ``(SQ)^T (SQ)``); empty for Adam.
     """
 
     shared: torch.Tensor
@@ -109,6 +122,7 @@ class ModuleSolution:
     history: list[float] | None = None
     steps: int | None = None
     seconds: float = 0.0
+    method: str = ""
 
 
 def _check_problem(As, Bs, scalings, weights, group_index, n_groups, rank, module):
@@ -138,12 +152,23 @@ def _pad(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
 
 
 def _padded(As, Bs, dtype=None):
-    """Stack factors padded to the largest rank: A ``(N, r_max, d_in)``, B ``(N, d_out, r_max)`` (zero rows/columns change no delta)."""
+    """Stack factors padded to the largest rank: A ``(N, r_max, d_in)``, B ``(N, d_out, r_max)`` (zero rows/columns change no delta).
+
+    Copied once into :func:`~.lowrank.empty_buffer` memory, in ``dtype``
+    (default: the factors' dtype).
+    """
     r_max = max(int(A.shape[0]) for A in As)
-    A_pad = torch.stack([_pad(A, r_max, 0) for A in As])
-    B_pad = torch.stack([_pad(B, r_max, 1) for B in Bs])
-    if dtype is not None:
-        A_pad, B_pad = A_pad.to(dtype), B_pad.to(dtype)
+    dtype = dtype if dtype is not None else As[0].dtype
+    device = As[0].device
+    A_pad = empty_buffer((len(As), r_max, As[0].shape[1]), dtype, device)
+    B_pad = empty_buffer((len(Bs), Bs[0].shape[0], r_max), dtype, device)
+    for i, (A, B) in enumerate(zip(As, Bs)):
+        r = int(A.shape[0])
+        A_pad[i, :r].copy_(A)
+        B_pad[i, :, :r].copy_(B)
+        if r < r_max:
+            A_pad[i, r:].zero_()
+            B_pad[i, :, r:].zero_()
     return A_pad, B_pad
 
 
@@ -175,14 +200,22 @@ def objective(
     a trace of ``r x r`` (or ``r' x r``) Grams; no ``d_out x d_in`` matrix is formed.
     """
     f64 = torch.float64
-    w = torch.as_tensor(weights, dtype=f64, device=shared.device)
-    gidx = torch.as_tensor(list(group_index), device=shared.device)
-    s = torch.as_tensor([float(x) for x in scalings], dtype=f64, device=shared.device)
-    A_pad, B_pad = _padded([A.to(shared.device) for A in As], [B.to(shared.device) for B in Bs], f64)
-    norms = delta_norms_sq([A.to(f64) for A in As], [B.to(f64) for B in Bs], scalings).to(shared.device)
-    group_w = torch.zeros(heads.shape[0], dtype=f64, device=shared.device).index_add_(0, gidx, w)
-    with torch.no_grad():
-        value = _batched_objective(shared.to(f64), heads.to(f64), A_pad, B_pad, s, w, gidx, group_w, (w * norms).sum())
+    device = shared.device
+    w = torch.as_tensor(weights, dtype=f64, device=device)
+    group_index = [int(g) for g in group_index]
+    gidx = torch.as_tensor(group_index, device=device)
+    s = torch.as_tensor([float(x) for x in scalings], dtype=f64, device=device)
+    A_pad, B_pad = _padded([A.to(device) for A in As], [B.to(device) for B in Bs], f64)  # (N, r, d_in), (N, d_out, r)
+    S, H = to_float64(shared), to_float64(heads)
+    # every product below is float64 (matmul64); the terms are as in _batched_objective
+    norms = s**2 * (matmul64(A_pad, A_pad.mT) * matmul64(B_pad.mT, B_pad)).to(device).sum(dim=(1, 2))  # ||dW_i||^2
+    fit = (matmul64(H.mT, H) * matmul64(S, S.T)[None]).to(device).sum(dim=(1, 2))  # ||B'_k A'||^2, (K,)
+    X = matmul64(S, A_pad.mT).to(device)  # A' A_i^T, (N, r', r)
+    H_g = H if group_index == list(range(H.shape[0])) else H[gidx]
+    Y = matmul64(H_g.mT, B_pad).to(device)  # B'_g^T B_i, (N, r', r)
+    cross = s * (X * Y).sum(dim=(1, 2))  # <B'_g A', dW_i>
+    group_w = torch.zeros(H.shape[0], dtype=f64, device=device).index_add_(0, gidx, w)
+    value = (group_w * fit).sum() - 2 * (w * cross).sum() + (w * norms).sum()
     return max(float(value), 0.0)
 
 
@@ -200,6 +233,134 @@ def _floor_problem(As, Bs, scalings, weights, group_index, n_groups, rank):
     return gram, eig.values, eig.vectors, eig.tail
 
 
+#: Factor dtypes the factored exact path works in (others take the Householder path).
+_FACTORED_DTYPES = (torch.float32, torch.float64)
+
+
+def _solve_exact_factored(As, Bs, scalings, weights, group_index, n_groups, rank) -> ModuleSolution | None:
+    """The exact solution by block Krylov steps on ``M = A_cat^T D A_cat``, on the factors (see :func:`solve_exact`).
+
+    Returns ``None`` (the caller then takes the Householder / eigensolver path)
+    when the problem is small (``R = min(d_in, sum r_i) < SUBSPACE_MIN_SIZE`` or
+    ``r' > R / 4``), the factors are not float32/float64, or the iteration does
+    not converge (:func:`~.lowrank.factored_top_eigen`).
+    """
+    n = len(As)
+    ranks = [int(A.shape[0]) for A in As]
+    d_in, d_out = int(As[0].shape[1]), int(Bs[0].shape[0])
+    R = min(d_in, sum(ranks))
+    dtype = As[0].dtype
+    if (dtype not in _FACTORED_DTYPES or any(t.dtype != dtype for t in (*As, *Bs))
+            or R < SUBSPACE_MIN_SIZE or 4 * int(rank) > R):
+        return None
+    rank = int(rank)
+    device = As[0].device
+    f64 = torch.float64
+    # tasks sorted by head (stable), so that the tasks of a head are contiguous and heads come in order 0..K-1
+    order = sorted(range(n), key=lambda i: group_index[i])
+    sizes = [0] * n_groups
+    for i in order:
+        sizes[group_index[i]] += 1
+    starts = [0]
+    for size in sizes:
+        starts.append(starts[-1] + size)
+    A_pad, B_pad = _padded([As[i] for i in order], [Bs[i] for i in order])  # (n, r, d_in), (n, d_out, r)
+    r = int(A_pad.shape[1])
+    A_cat = A_pad.view(n * r, d_in)
+    gidx = torch.as_tensor([group_index[i] for i in order], device=device)
+    s = torch.as_tensor([float(scalings[i]) for i in order], dtype=f64, device=device)
+    w = weights.to(device)[torch.as_tensor(order, device=device)]
+    W = torch.zeros(n_groups, dtype=f64, device=device).index_add_(0, gidx, w)
+    c = w * s / W[gidx]  # c_i = w_i s_i / W_g(i): M_k = sum_{i in k} c_i B_i A_i
+
+    # per-task energies ||dW_i||^2 = s_i^2 <A_i A_i^T, B_i^T B_i> from float64 r x r Grams
+    A64, B64 = to_float64(A_pad), to_float64(B_pad)
+    GA = matmul64(A64, A64.mT).to(device)
+    GB = matmul64(B64.mT, B64).to(device)
+    energy = float((w * s**2 * (GA * GB).sum(dim=(1, 2))).sum())
+    del GA, B64
+
+    # D = blockdiag_k(W_k diag(c) B_k^T B_k diag(c)), so that M = sum_k W_k (M_k)^T M_k = A_cat^T D A_cat
+    singletons = all(size == 1 for size in sizes)
+    spread = 0.0
+    if singletons:  # K = N: D_i = w_i s_i^2 B_i^T B_i
+        D = ((w * s**2)[:, None, None] * GB).to(dtype)
+
+        def apply_d(Y):
+            return torch.bmm(D, Y.view(n, r, -1)).view(n * r, -1)
+    else:
+        blocks = []
+        for k in range(n_groups):
+            a, b = starts[k], starts[k + 1]
+            rows = slice(a * r, b * r)
+            c_rows = c[a:b].repeat_interleave(r)
+            if b - a == 1:
+                G = GB[a]
+            else:  # within-group Grams (in the factors' dtype, as the Householder path): B_i^T B_j and the spread
+                Bt = B_pad[a:b].transpose(1, 2).reshape((b - a) * r, d_out)
+                G = to_float64(matmul(Bt, Bt.T).to(device))
+                del Bt
+                A_k = A_cat[rows]
+                s_k, w_k = s[a:b], w[a:b]
+                GA_k = to_float64(matmul(A_k, A_k.T).to(device))
+                ip = block_sums(GA_k.mul_(G), [r] * (b - a)) * s_k[:, None] * s_k[None, :]
+                del GA_k
+                group_energy = float((w_k * ip.diagonal()).sum())
+                spread += max(group_energy - float((w_k[:, None] * w_k[None, :] * ip).sum()) / float(W[k]), 0.0)
+            D_k = G.mul(c_rows[:, None]).mul_(c_rows[None, :] * W[k])
+            blocks.append((rows, D_k if dtype == f64 else D_k.to(dtype)))
+            del G, D_k
+
+        def apply_d(Y):
+            out = torch.empty_like(Y)
+            for rows, D_k in blocks:
+                out[rows] = matmul(D_k, Y[rows])
+            return out
+
+    eig = factored_top_eigen(A_cat, apply_d, rank, trace=energy - spread)
+    if not eig.converged:
+        return None
+    shared = _fix_signs(eig.vectors).T.contiguous()  # A' (r', d_in), orthonormal rows
+    Y64 = matmul64(A64.view(n * r, d_in), shared.mT).to(device).view(n, r, rank)  # A_i A'^T, float64
+    del A64
+
+    # heads B'_k = M_k A'^T = sum_{i in k} c_i B_i (A_i A'^T); T = A' M A'^T = sum_k W_k B'_k^T B'_k in float64
+    if singletons:
+        heads = torch.bmm(B_pad, Y64.to(dtype), out=empty_buffer((n, d_out, rank), dtype, device))
+        heads.mul_(s.to(dtype)[:, None, None])
+        T = ((w * s**2)[:, None, None] * (Y64.mT @ GB @ Y64)).sum(dim=0)
+    else:
+        heads = empty_buffer((n_groups, d_out, rank), dtype, device)
+        T = torch.zeros(rank, rank, dtype=f64, device=device)
+        for k in range(n_groups):
+            a, b = starts[k], starts[k + 1]
+            if b - a == 1:
+                H = s[a] * (B_pad[a].double() @ Y64[a])
+                T += W[k] * s[a] ** 2 * (Y64[a].T @ GB[a] @ Y64[a])
+            else:
+                H = matmul64(B_pad[a:b], c[a:b, None, None] * Y64[a:b]).to(device).sum(dim=0)
+                T += W[k] * (H.T @ H)
+            heads[k] = H.to(dtype)
+    T = (T + T.T) / 2
+
+    # the objective at (A', ideal heads), exactly: L = energy - 2 tr(T) + tr(T P) with P = A' A'^T (= I up to rounding)
+    P = shared.double() @ shared.double().T
+    loss = max(energy - 2 * float(T.trace()) + float((T * P).sum()), 0.0)
+    # Ritz values of M on span(A'): the generalised eigenvalues of (T, P)
+    L, info = torch.linalg.cholesky_ex(P)
+    if int(info) == 0:
+        Linv_T = torch.linalg.solve_triangular(L, T, upper=False)
+        values = torch.linalg.eigvalsh(torch.linalg.solve_triangular(L, Linv_T.T, upper=False))
+    else:  # pragma: no cover - A' has orthonormal rows
+        values = torch.linalg.eigvalsh(T)
+    values = values.flip(0).clamp_min(0)
+    truncation = max(energy - spread - float(values.sum()), 0.0)
+    return ModuleSolution(
+        shared, heads, loss, spread + truncation, spread, truncation, energy, eigenvalues=values.to(dtype),
+        method="factored",
+    )
+
+
 def solve_exact(
     As: Sequence[torch.Tensor],
     Bs: Sequence[torch.Tensor],
@@ -213,7 +374,29 @@ def solve_exact(
     """Closed-form HydraOpt at one module (side-A orientation), on the factors.
 
     Inputs: A_i ``(r_i, d_in)``, B_i ``(d_out, r_i)``, scalings s_i, weights
-    w_i > 0, ``group_index[i]`` in ``0..n_groups-1``, rank r'. Steps:
+    w_i > 0, ``group_index[i]`` in ``0..n_groups-1``, rank r'.
+
+    Large problems (``R = min(d_in, sum r_i) >= SUBSPACE_MIN_SIZE``,
+    ``r' <= R / 4``, float32/float64 factors) take the *factored* path
+    (``method="factored"``). With ``A_cat`` the stacked A_i and ``D`` the
+    block-diagonal ``W_k diag(c) B_k^T B_k diag(c)`` over heads
+    (``c_i = w_i s_i / W_k``), ``S^T S = A_cat^T D A_cat``, so its top r'
+    eigenvectors come from :func:`~.lowrank.factored_top_eigen`: block Krylov
+    steps that each cost two skinny products with ``A_cat`` (no QR of the
+    ``(d_in, sum r_i)`` stack, no ``R x R`` matrix), in the factors' dtype,
+    until the objective is within ~1e-8 (float32; 1e-14 for float64) of its
+    minimum relative to the truncation term. Then ``A'`` = those vectors
+    (orthonormal rows), ``B'_k = M_k A'^T = sum_{i in k} c_i B_i (A_i A'^T)``.
+    Everything reported is float64: the per-task energies from ``r x r``
+    Grams, ``T = A' S^T S A'^T = sum_k W_k B'_k^T B'_k`` from ``Y = A_cat A'^T``
+    (float64 products, :func:`~.lowrank.matmul64`), the loss
+    ``energy - 2 tr(T) + tr(T A' A'^T)`` (the objective at A' and those heads;
+    the stored heads are them rounded to the factors' dtype, which moves the
+    loss only at second order), the eigenvalues as the Ritz values of
+    ``(T, A' A'^T)`` and ``truncation = energy - spread - sum`` of them. The
+    spread uses within-head Grams in the factors' dtype, as below. When the
+    iteration does not converge (a flat spectrum around r'), or for small
+    problems, the *Householder* path (``method="householder"``):
 
     1-2. :func:`~.lowrank.stacked_gram`: ``Q`` ``(d_in, R)`` (kept as Householder
        reflectors, never formed), ``C_i = A_i Q``;
@@ -228,10 +411,17 @@ def solve_exact(
     4. truncation = sum of the eigenvalues of H beyond r' (``trace(H)`` minus
        the top r'); the loss is re-evaluated from (A', B'_k) by :func:`objective`.
 
-    When ``r' > R`` the extra rows of A' and columns of B'_k are zero.
+    When ``r' > R`` the extra rows of A' and columns of B'_k are zero. The
+    sign of each row of A' (and of the matching head column) is fixed so that
+    its largest-magnitude entry is positive on the factored path, and in
+    coordinates of Q on the Householder path.
     """
     start = time.perf_counter()
     weights, group_index = _check_problem(As, Bs, scalings, weights, group_index, n_groups, rank, module)
+    fast = _solve_exact_factored(As, Bs, scalings, weights, group_index, n_groups, rank)
+    if fast is not None:
+        fast.seconds = time.perf_counter() - start
+        return fast
     gram, values, V, truncation = _floor_problem(As, Bs, scalings, weights, group_index, n_groups, rank)
     shared = _pad(gram.basis.apply(V).T.contiguous(), rank, 0)
     heads = torch.stack([_pad(B_k @ (P_k @ V), rank, 1) for B_k, P_k in zip(gram.lora_b, gram.coords)])
@@ -239,7 +429,7 @@ def solve_exact(
     spread = gram.spread
     return ModuleSolution(
         shared, heads, loss, spread + truncation, spread, truncation, gram.energy, eigenvalues=values,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, method="householder",
     )
 
 
@@ -381,7 +571,8 @@ SOLVERS: dict[str, Solver] = {
     "exact": Solver(
         "exact", solve_exact,
         "Eckart & Young (1936), Psychometrika 1(3); closed form of DESIGN.md section 3",
-        "top-r' eigenvectors of the R x R Gram matrix of the stacked group means, in factored form",
+        "top-r' eigenvectors of the Gram matrix of the stacked group means, in factored form "
+        "(block Krylov on the stacked lora_A, or an R x R eigenproblem)",
     ),
     "adam": Solver(
         "adam", solve_adam,
@@ -809,7 +1000,10 @@ def hydraopt(
     for module in tqdm(modules, desc=f"hydraopt {solver} side {side}", disable=not progress, leave=False):
         As, Bs, ss = _module_factors(aset, module, device=device, dtype=dtype)
         check_factors(As, Bs, ss, module, aset.tasks)
-        norms = delta_norms_sq(As, Bs, ss).cpu()
+        if isinstance(weighting, str) and weighting != "uniform":
+            norms = delta_norms_sq(As, Bs, ss).cpu()
+        else:  # uniform and explicit weights do not look at the norms
+            norms = torch.ones(len(As), dtype=torch.float64)
         w = task_weights(weighting, aset.tasks, norms, module)
         r_out = int(rank) if rank is not None else max(int(A.shape[0]) for A in As)
         if side == "B":

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -59,6 +59,12 @@ __all__ = [
     "TopEigen",
     "top_eigen",
     "SUBSPACE_MIN_SIZE",
+    "empty_buffer",
+    "to_float64",
+    "matmul64",
+    "matmul",
+    "FactoredEigen",
+    "factored_top_eigen",
     "LowRankSVD",
     "lowrank_svd",
     "lora_inner",
@@ -99,7 +105,7 @@ def check_factors(
                 "are not (r, d_in) and (d_out, r)"
             )
         for side, t in (("lora_a", A), ("lora_b", B)):
-            if not torch.isfinite(t).all():
+            if not _all_finite(t):
                 raise AdapterError(f"module {module}: task {name}: {side} has NaN/Inf values")
         if d_out is None:
             d_out, d_in = int(B.shape[0]), int(A.shape[1])
@@ -109,6 +115,20 @@ def check_factors(
                 f"{d_out}x{d_in} of task {names[0]}"
             )
     return d_out, d_in
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry of ``t`` is finite; one reduction instead of an elementwise test in the usual case.
+
+    A NaN or an infinity anywhere makes the sum non-finite, so a finite sum proves
+    that all entries are finite; a non-finite sum (a bad entry, or an overflow of
+    the sum itself) is settled by the elementwise ``torch.isfinite``.
+    """
+    if not t.is_floating_point() or t.numel() == 0:
+        return True
+    if bool(torch.isfinite(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
 
 
 def stack_lora_a(As: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -224,9 +244,9 @@ def delta_inner_products(
     """
     ranks = [int(A.shape[0]) for A in As]
     A_part = coords if coords is not None else stack_lora_a(As)
-    gram_a = (A_part @ A_part.T).double()
+    gram_a = matmul(A_part, A_part.T).double()
     B_cat = stack_lora_b(Bs)
-    gram_b = (B_cat.T @ B_cat).double()
+    gram_b = matmul(B_cat.T, B_cat).double()
     s = torch.as_tensor([float(x) for x in scalings], dtype=torch.float64, device=gram_a.device)
     return block_sums(gram_a * gram_b, ranks) * s[:, None] * s[None, :]
 
@@ -255,8 +275,8 @@ def weighted_gram(
     never formed. ``gram_b`` passes a precomputed ``B_cat^T B_cat``.
     """
     P = row_coeffs[:, None].to(coords.dtype) * coords
-    G = B_cat.T @ B_cat if gram_b is None else gram_b
-    H = P.T @ (G @ P)
+    G = matmul(B_cat.T, B_cat) if gram_b is None else gram_b
+    H = matmul(P.T, matmul(G, P))
     return (H + H.T) / 2, P
 
 
@@ -499,6 +519,238 @@ def top_eigen(
     return TopEigen(values[:kk], vectors, float(values[kk:].double().sum()), "eigh", iterations, residual)
 
 
+# ----------------------------------------------------------------------------- top eigenpairs of A^T D A on the factors
+
+
+#: numpy dtypes of the torch dtypes that :func:`empty_buffer` can back with numpy memory.
+_NUMPY_DTYPES = {torch.float32: "float32", torch.float64: "float64"}
+
+
+def empty_buffer(shape: Sequence[int], dtype: torch.dtype, device: torch.device | str | None = None) -> torch.Tensor:
+    """An uninitialised tensor for a large temporary or result; on the CPU, float32/float64 memory comes from numpy.
+
+    numpy asks the kernel for transparent huge pages on large arrays
+    (``madvise``) and torch's CPU allocator does not: on the benchmark machine
+    (a VM with THP in ``madvise`` mode) first touching fresh 4 KiB pages cost
+    about 0.4 ms per MiB, more than the arithmetic done on them. The tensor
+    shares the numpy array's memory (``torch.from_numpy``) and behaves like
+    any other CPU tensor. Other dtypes and devices use ``torch.empty``.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cpu" and dtype in _NUMPY_DTYPES:
+        import numpy as np
+
+        return torch.from_numpy(np.empty(tuple(int(x) for x in shape), dtype=_NUMPY_DTYPES[dtype]))
+    return torch.empty(tuple(int(x) for x in shape), dtype=dtype, device=device)
+
+
+def to_float64(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float64 (``x`` itself when it already is; detached); a fresh copy in :func:`empty_buffer` memory otherwise."""
+    x = x.detach()
+    if x.dtype == torch.float64:
+        return x
+    out = empty_buffer(x.shape, torch.float64, x.device)
+    return out.copy_(x)
+
+
+def matmul64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` in float64 (batched like ``torch.matmul``; no autograd); pass float64 inputs to avoid conversions.
+
+    On the CPU the product runs through numpy's BLAS: for the skinny float64
+    products used here (``(N, r, d) @ (N, d, r)``, ``(n, d) @ (d, k)``) it was
+    about 3 times faster than torch's on the 2-core AMD EPYC machine of the
+    benchmark (torch's MKL takes a slow float64 path there). Other devices use
+    ``torch.matmul``.
+    """
+    a, b = to_float64(a), to_float64(b)
+    if a.device.type == "cpu" and b.device.type == "cpu":
+        import numpy as np
+
+        return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
+    return a @ b
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for 2-D (or batched) tensors of one float dtype; on the CPU through numpy's BLAS (no autograd).
+
+    The same product as ``torch.matmul``; see :func:`matmul64` for why numpy
+    (float32 skinny products: about 1.2 times faster on the benchmark machine;
+    ``x @ x.T`` becomes a symmetric rank-k update there, half the work).
+    """
+    if (a.device.type == "cpu" and b.device.type == "cpu" and a.dtype == b.dtype and a.dtype in _NUMPY_DTYPES
+            and not (a.requires_grad or b.requires_grad)):
+        import numpy as np
+
+        return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
+    return a @ b
+
+
+@dataclass
+class FactoredEigen:
+    """Top ``k'`` eigenpairs of ``M = A^T D A`` ``(d, d)`` found on the factors by :func:`factored_top_eigen`.
+
+    ``vectors`` ``(d, k')``: orthonormal Ritz vectors in A's dtype (``d`` is the
+    width of A). ``values`` ``(k',)``: their Ritz values ``v^T M v`` (float64,
+    descending; computed in A's dtype, so only as accurate as it).
+    ``converged``: see :func:`factored_top_eigen`; when False the vectors are
+    the last iterate and callers fall back to an eigensolver. ``iterations``
+    run (blocks of the Krylov basis), the last ``residual``
+    ``max_j ||M v_j - theta_j v_j|| / theta_1`` and ``excess``, the estimate
+    ``sum_j ||M v_j - theta_j v_j||^2 / (theta_j - theta_{k'+1})`` of how much
+    ``sum_j theta_j`` falls short of the sum of the top eigenvalues.
+    """
+
+    vectors: torch.Tensor
+    values: torch.Tensor
+    converged: bool
+    iterations: int
+    residual: float
+    excess: float = math.nan
+
+
+def factored_top_eigen(
+    A: torch.Tensor,
+    apply_d: Callable[[torch.Tensor], torch.Tensor],
+    k: int,
+    *,
+    oversample: int | None = None,
+    max_iter: int = 12,
+    tol: float | None = None,
+    excess_tol: float | None = None,
+    trace: float | None = None,
+    seed: int = 0,
+) -> FactoredEigen:
+    """Top ``k`` eigenpairs of ``M = A^T D A`` without forming M, D or any Gram of A: block Krylov iteration.
+
+    ``A`` ``(n, d)`` (e.g. the stacked lora_A of N tasks, ``n = sum r_i``) and
+    ``apply_d(Y)`` ``(n, p) -> (n, p)`` applying a symmetric PSD ``D`` ``(n, n)``
+    (e.g. block-diagonal ``w_i s_i^2 B_i^T B_i``). Eigenvectors of M with a
+    nonzero eigenvalue lie in the row space of A.
+
+    Blocks of ``p = k + oversample`` columns (default oversample
+    ``max(8, k // 4)``). The first is ``orth(A^T D Omega)``, ``Omega`` ``(n, p)``
+    Gaussian from ``torch.Generator().manual_seed(seed)`` (on the CPU, so every
+    device starts alike); each step multiplies the newest block by M (two
+    skinny products with A, ``O(n d p)``, plus ``apply_d``), orthogonalises it
+    against the basis so far (twice) and appends it. A Rayleigh-Ritz step on
+    the whole basis (``X^T M X = (AX)^T D (AX)`` costs no product with A) gives
+    Ritz values ``theta`` and, from the stored ``M X``, the residuals
+    ``r_j = M v_j - theta_j v_j`` of the top ``k``.
+
+    Convergence is judged on what HydraOpt's objective depends on, the sum of
+    the top ``k`` Ritz values: its shortfall from the sum of the top ``k``
+    eigenvalues is estimated as ``excess = sum_j ||r_j||^2 / (theta_j -
+    theta_{k+1})``. With ``trace`` (= ``trace(M)``) given, converged when
+    ``max_j ||r_j|| <= 1e-3 theta_1`` and ``excess <= excess_tol * (trace -
+    sum_j theta_j)``, i.e. relative to the tail (the truncation term, which
+    the loss contains). Without it, also when ``excess <= excess_tol * sum_j
+    theta_j`` or ``max_j ||r_j|| <= tol * theta_1`` (default ``tol``: ``64 eps``
+    of A's dtype, at least ``16 eps_64 sqrt(d)``; the float32 residual stalls
+    near 1e-6 at d = 2048). Default ``excess_tol``: 1e-8 for float32 (the
+    objective within ~1e-8 of its minimum, relative to the tail; the
+    vectors then agree with the exact ones to ~1e-4), 1e-14 for float64.
+    Works in A's dtype (float32 products are several times faster than
+    float64 ones). It gives up (``converged`` False)
+    when the basis would outgrow ``min(n, d)``, after ``max_iter`` blocks, or
+    when from the third block on the observed rate predicts no convergence
+    within ``max_iter`` (a flat spectrum around k).
+    """
+    if A.ndim != 2:
+        raise ValueError(f"factored_top_eigen: A must be (n, d), got shape {tuple(A.shape)}")
+    if int(k) < 1:
+        raise ValueError(f"factored_top_eigen: k must be >= 1, got {k}")
+    n, d = (int(x) for x in A.shape)
+    kk = min(int(k), n, d)
+    p = min(n, d, kk + (max(8, kk // 4) if oversample is None else int(oversample)))
+    if tol is None:
+        tol = max(64 * torch.finfo(A.dtype).eps, 16 * torch.finfo(torch.float64).eps * math.sqrt(d))
+    if excess_tol is None:
+        excess_tol = 1e-14 if A.dtype == torch.float64 else 1e-8
+    dtype, device = A.dtype, A.device
+    m_max = max(p, min(int(max_iter) * p, n, d))  # columns the basis may reach
+    Xb = empty_buffer((m_max, d), dtype, device)  # basis X^T, rows orthonormal
+    Zb = empty_buffer((m_max, d), dtype, device)  # (M X)^T
+    Yb = empty_buffer((m_max, n), dtype, device)  # (A X)^T
+    DYb = empty_buffer((n, m_max), dtype, device)  # D A X
+    T = torch.zeros(m_max, m_max, dtype=torch.float64, device=device)  # X^T M X
+    gen = torch.Generator().manual_seed(int(seed))
+    omega = torch.randn(n, p, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    Xt = torch.linalg.qr(matmul(apply_d(omega).T, A).T).Q.T  # a random block in the row space of M
+    previous, residual, excess, it, m = math.inf, math.inf, math.nan, 0, 0
+    Vt = Xt[:kk]
+    theta = torch.zeros(kk, dtype=torch.float64)
+    for it in range(1, int(max_iter) + 1):
+        b = int(Xt.shape[0])
+        Xb[m:m + b] = Xt
+        Yb[m:m + b] = matmul(Xt, A.T)  # (A X_j)^T
+        DYb[:, m:m + b] = apply_d(Yb[m:m + b].T.contiguous())
+        Zb[m:m + b] = matmul(DYb[:, m:m + b].T, A)  # (M X_j)^T
+        block = (Yb[:m + b] @ DYb[:, m:m + b]).double()  # X^T M X_j
+        T[:m + b, m:m + b] = block
+        T[m:m + b, :m + b] = block.T
+        m += b
+        theta, W = torch.linalg.eigh((T[:m, :m] + T[:m, :m].T) / 2)  # Rayleigh-Ritz on the whole basis
+        theta, W = theta.flip(0), W.flip(1)
+        Wk = W[:, :kk].to(dtype)
+        Vt = Wk.T @ Xb[:m]  # Ritz vectors as rows, (k', d)
+        norms = (Wk.T @ Zb[:m] - theta[:kk].to(dtype)[:, None] * Vt).norm(dim=1).double().cpu()
+        scale = float(theta.abs().max())
+        res = float(norms.max())
+        residual = res / scale if scale > 0 else (0.0 if res == 0 else math.inf)
+        top = theta[:kk].cpu()
+        if m > kk:
+            gaps = top - float(theta[kk])
+            excess = float((norms**2 / gaps).sum()) if bool((gaps > 0).all()) else math.inf
+        else:
+            excess = 0.0 if residual == 0 else math.inf
+        total = float(top.clamp_min(0).sum())
+        allowed = excess_tol * (max(float(trace) - total, 0.0) if trace is not None else total)
+        converged = residual <= 1e-3 and excess <= allowed
+        if trace is None:
+            converged = converged or residual <= tol
+        if converged:
+            return FactoredEigen(Vt.T, top, True, it, residual, excess)
+        if m + p > m_max:
+            break  # no room for another block
+        if it >= 3:
+            # the residual that would do (the excess goes as its square), and the steps to get there at the last rate
+            target = residual * math.sqrt(allowed / excess) if 0 < allowed < excess < math.inf else 0.0
+            if trace is None:
+                target = max(target, tol)
+            target = min(target, 1e-3)
+            rate = residual / previous
+            needed = math.log(target / residual) / math.log(rate) if target > 0 and 0 < rate < 1 else math.inf
+            if it + needed > max_iter:
+                break  # converges too slowly (a flat spectrum around k): not worth going on
+        previous = residual
+        Xt = _next_block(Zb[m - b:m], Xb[:m])
+        if Xt is None:
+            break  # the basis is (numerically) invariant under M: nothing new to add
+    return FactoredEigen(Vt.T, theta[:kk].cpu(), False, it, residual, excess)
+
+
+def _next_block(Zt: torch.Tensor, Xt: torch.Tensor) -> torch.Tensor | None:
+    """The part of the rows of ``Zt`` ``(b, d)`` orthogonal to the orthonormal rows of ``Xt`` ``(m, d)``, as orthonormal rows.
+
+    Classical Gram-Schmidt twice, then a QR; directions whose new part is below
+    ``sqrt(eps)`` of the largest row of ``Zt`` are dropped (deflation: a
+    Householder QR of a rank-deficient block would fill them with arbitrary
+    directions that are not orthogonal to ``Xt``), and the kept ones are
+    orthogonalised once more. ``None`` when nothing is left.
+    """
+    scale = float(Zt.norm(dim=1).max())
+    Z = Zt
+    for _ in range(2):
+        Z = Z - matmul(matmul(Z, Xt.T), Xt)
+    Q, R = torch.linalg.qr(Z.T)
+    keep = R.diagonal().abs() > math.sqrt(torch.finfo(Z.dtype).eps) * scale
+    if scale == 0 or not bool(keep.any()):
+        return None
+    Q = Q[:, keep].T
+    Q = Q - matmul(matmul(Q, Xt.T), Xt)
+    return torch.linalg.qr(Q.T).Q.T
+
+
 # ----------------------------------------------------------------------------- truncated SVD of a sum
 
 
@@ -537,9 +789,13 @@ def lowrank_svd(
 
     On the factors: A_i ``(r_i, d_in)``, B_i ``(d_out, r_i)``; fold each task's
     scaling into ``coeffs`` (e.g. ``coeffs[i] = lam * w_i * s_i``). Steps:
-    Q, C from :func:`row_space_basis`; ``H = (MQ)^T (MQ)`` from
-    :func:`weighted_gram`; top eigenvectors V of H; ``lora_a = V^T Q^T``,
-    ``lora_b = B_cat (P V)``. Cost ``O((sum r)^2 (d_in + d_out))``; no
+    C from :func:`row_space` (Q stays in Householder form); with
+    ``P = diag(coeffs) C``, ``H = (MQ)^T (MQ)`` as ``E^T E`` with
+    ``E = MQ = B_cat P`` ``(d_out, R)``, or as :func:`weighted_gram`'s
+    ``P^T (B_cat^T B_cat) P`` when that is cheaper (large d_out); all
+    eigenvalues of H (``eigvalsh``) and its top ``rank`` eigenvectors V
+    (:func:`top_eigen`); ``lora_a = V^T Q^T`` (reflectors applied to V),
+    ``lora_b = E V``. Cost ``O((sum r)^2 (d_in + d_out))``; no
     ``d_out x d_in`` term. Singular values come from eigenvalues of a Gram, so
     the tiny ones (below ~1e-3 of the largest in float32) are not accurate;
     the retained factors are.
@@ -548,16 +804,27 @@ def lowrank_svd(
     if rank < 1:
         raise ValueError(f"module {module}: rank must be >= 1, got {rank}")
     ranks = [int(A.shape[0]) for A in As]
-    Q, C = row_space_basis(As)
+    basis = row_space(As)  # Q in Householder form: only Q V (rank columns) is ever needed
+    C = basis.coords
     row_coeffs = torch.repeat_interleave(
         torch.as_tensor([float(c) for c in coeffs], dtype=C.dtype, device=C.device),
         torch.as_tensor(ranks, device=C.device),
     )
     B_cat = stack_lora_b(Bs)
-    H, P = weighted_gram(C, B_cat, row_coeffs)
-    values, V = top_eigenpairs(H, rank)
-    lora_a = _pad_rows((Q @ V).T.contiguous(), rank)
-    lora_b = _pad_rows((B_cat @ (P @ V)).T, rank).T.contiguous()
+    d_out, (n, R) = int(B_cat.shape[0]), C.shape
+    P = row_coeffs[:, None] * C
+    if d_out * (n * R + R * R / 2) < d_out * n * n / 2 + n * n * R + n * R * R:
+        E = matmul(B_cat, P)  # M Q (d_out, R), when that is the cheaper way to H
+        H = matmul(E.T, E)
+    else:  # from the (n, n) Gram of B_cat (d_out large)
+        E = None
+        H = matmul(P.T, matmul(matmul(B_cat.T, B_cat), P))
+    H = (H + H.T) / 2
+    k = min(int(rank), R)
+    values = torch.linalg.eigvalsh(H).flip(0).clamp_min(0)  # all of them (the singular values of M, squared)
+    V = top_eigen(H, k).vectors  # (R, k): the top k only
+    lora_a = _pad_rows(basis.apply(V).T.contiguous(), rank)
+    lora_b = _pad_rows((E @ V if E is not None else B_cat @ (P @ V)).T, rank).T.contiguous()
     tail = float(values[rank:].double().sum())
     return LowRankSVD(lora_a, lora_b, values.sqrt(), tail)
 
