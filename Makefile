@@ -13,7 +13,7 @@ TORCH_INDEX ?=
 MATHJAX_VERSION := 3.2.2
 MATHJAX := _mathjax/mathjax/tex-mml-chtml.js
 
-.PHONY: setup book test test-all zoo frontier clean
+.PHONY: setup book test test-all zoo frontier vera-frontier clean
 
 setup: $(STAMP) $(MATHJAX)
 
@@ -61,3 +61,7 @@ clean:
 # Tune and score every merge method on the zoo (data/results/frontier.json; about an hour on a 2-core CPU).
 frontier: setup $(SMOLLM2)
 	$(BIN)/python -m hydralib.suite.frontier --recompute --workers $(WORKERS)
+
+# The same for the zoo's VeRA adapters (data/results/vera-frontier.json); needs the VeRA zoo (`make zoo`).
+vera-frontier: setup $(SMOLLM2)
+	$(BIN)/python -m hydralib.suite.vera_frontier --recompute --workers $(WORKERS)

@@ -9,6 +9,8 @@
 * :mod:`.vera` - VeRA: TA/TIES/DARE on the trainable vectors, a dW reference,
   the vector-average gap, and the HydraOpt analogue (shared lambda_d or
   lambda_b, ALS and Adam solvers);
+* :mod:`.vera_solvers` - VeRA HydraOpt at one module: Gram-form objective,
+  floor, and the ALS / Adam solvers (:data:`VERA_SOLVERS`);
 * :mod:`.bundle` - save / load / export to PEFT;
 * :mod:`.synthetic` - random adapters with controllable structure.
 
