@@ -243,3 +243,27 @@ def angle_profiles(ax, similarity, side: str, masks: Mapping[str, np.ndarray], t
     ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
     ax.set_ylim(0, 1.02)
     return ax
+
+
+def seed_control_heatmaps(axes, similarity, adapters, kind: str = "overlap"):
+    """The initialisation control as two heatmaps (A side, B side): chance-corrected ``kind`` (``overlap`` or
+    ``cka``), module-averaged, between every adapter of the tasks trained with more than one seed.
+
+    ``similarity``: a :class:`~hydralib.analysis.similarity.SimilarityResult` of ``adapters`` (an adapter set
+    whose metadata has ``seed``, ``task``, ``application``, ``language``, e.g. the zoo combined with its
+    seed-control sets). Ordered by seed (white lines), then application and language; labels end in
+    ``/s<seed>``. Returns ``axes``.
+    """
+    meta = [adapters.metadata[t] for t in adapters.tasks]
+    seeds_of: dict = {}
+    for m, t in zip(meta, adapters.tasks):
+        seeds_of.setdefault(m.get("task", t), set()).add(m.get("seed"))
+    shown = [k for k, (m, t) in enumerate(zip(meta, adapters.tasks)) if len(seeds_of[m.get("task", t)]) > 1]
+    if not shown:
+        raise ValueError("seed_control_heatmaps: no task was trained with more than one seed")
+    label = {"overlap": "subspace overlap", "cka": "CKA"}[kind]
+    matrices = [similarity.mean_matrix(f"{kind}_{side}", corrected=True)["all"][np.ix_(shown, shown)]
+                for side in ("a", "b")]
+    return similarity_heatmaps(axes, matrices, [adapters.tasks[k] for k in shown], adapters.metadata,
+                               titles=[f"A side: {label}", f"B side: {label}"],
+                               keys=("seed", "application", "language"), block="seed", seed_labels=True, vmin=0)

@@ -285,15 +285,16 @@ def run_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval:
 
 def finish(parts: Sequence[dict], specs: Sequence[MethodSpec]) -> dict:
     """Combine raw results (one per shard) into the frontier: rows in ``specs`` order with exact match,
-    relative performance against the individual LoRAs, relative storage and fp16 bytes."""
+    relative performance against the individual adapters (LoRA or VeRA), relative storage and fp16 bytes."""
     by_name = {row["name"]: row for part in parts for row in part["rows"]}
     missing = [s.name for s in specs if s.name not in by_name]
     if missing:
-        raise ValueError(f"hydralib.suite.frontier: no result for methods {missing[:3]}")
+        raise ValueError(f"hydralib.suite.frontier.finish: no result for methods {missing[:3]}")
     rows = [by_name[s.name] for s in specs]
     own = next((r["scores"] for r in rows if r["family"] == "individual"), None)
     if own is None:
-        raise ValueError("hydralib.suite.frontier: the method list must include the individual LoRAs")
+        raise ValueError("hydralib.suite.frontier.finish: the method list must include the individual adapters "
+                         "(family 'individual'), the reference of relative performance")
     total = next(r["stored"] for r in rows if r["family"] == "individual")
     for row in rows:
         row["exact_match"] = sum(row["scores"].values()) / len(row["scores"])
