@@ -125,9 +125,10 @@ class ModuleSolution:
     method: str = ""
 
 
-def _check_problem(As, Bs, scalings, weights, group_index, n_groups, rank, module):
-    check_factors(As, Bs, scalings, module)
-    n = len(As)
+def check_grouping(weights, group_index, n_groups: int, n: int, module: str) -> tuple[torch.Tensor, list[int]]:
+    """Task weights ``(n,)`` (float64, positive, finite) and a head index per task using exactly heads
+    ``0..n_groups-1``; returns ``(weights, group_index)``. Errors name ``module``. Shared by the LoRA and
+    VeRA solvers."""
     weights = torch.as_tensor(weights, dtype=torch.float64)
     if weights.shape != (n,):
         raise AdapterError(f"module {module}: {tuple(weights.shape)} weights for {n} tasks")
@@ -138,6 +139,12 @@ def _check_problem(As, Bs, scalings, weights, group_index, n_groups, rank, modul
         raise AdapterError(f"module {module}: {len(group_index)} head assignments for {n} tasks")
     if n_groups < 1 or sorted(set(group_index)) != list(range(n_groups)):
         raise AdapterError(f"module {module}: heads {sorted(set(group_index))} must be exactly 0..{n_groups - 1}, each used")
+    return weights, group_index
+
+
+def _check_problem(As, Bs, scalings, weights, group_index, n_groups, rank, module):
+    check_factors(As, Bs, scalings, module)
+    weights, group_index = check_grouping(weights, group_index, n_groups, len(As), module)
     if int(rank) < 1:
         raise AdapterError(f"module {module}: rank r' must be >= 1, got {rank}")
     return weights, group_index

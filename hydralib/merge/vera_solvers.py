@@ -63,6 +63,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import AdapterError
+from .hydraopt import check_grouping
 
 __all__ = [
     "VERA_SIDES",
@@ -130,20 +131,6 @@ def _check_vectors(lambda_b, lambda_d, vera_A, vera_B, module):
     for name, t in (("lambda_b", lambda_b), ("lambda_d", lambda_d), ("vera_A", vera_A), ("vera_B", vera_B)):
         if not torch.isfinite(t).all():
             raise AdapterError(f"module {module}: {name} has NaN/Inf values")
-
-
-def _check_grouping(weights, group_index, n_groups, n, module):
-    w = torch.as_tensor(weights, dtype=_F64).reshape(-1).cpu()
-    if w.shape != (n,):
-        raise AdapterError(f"module {module}: {w.numel()} weights for {n} tasks")
-    if not (torch.isfinite(w).all() and (w > 0).all()):
-        raise AdapterError(f"module {module}: task weights must be positive and finite, got {w.tolist()}")
-    gidx = [int(g) for g in group_index]
-    if len(gidx) != n:
-        raise AdapterError(f"module {module}: {len(gidx)} head assignments for {n} tasks")
-    if n_groups < 1 or sorted(set(gidx)) != list(range(n_groups)):
-        raise AdapterError(f"module {module}: heads {sorted(set(gidx))} must be exactly 0..{n_groups - 1}, each used")
-    return w, gidx
 
 
 def _per_task(shared, heads, gidx, side):
@@ -426,7 +413,8 @@ def _prepare(lambda_b, lambda_d, vera_A, vera_B, weights, group_index, n_groups,
     if side not in VERA_SIDES:
         raise ValueError(f"side must be one of {VERA_SIDES}, got {side!r}")
     _check_vectors(lambda_b, lambda_d, vera_A, vera_B, module)
-    w, gidx = _check_grouping(weights, group_index, n_groups, lambda_b.shape[0], module)
+    w, gidx = check_grouping(torch.as_tensor(weights, dtype=_F64).reshape(-1).cpu(), group_index, n_groups,
+                             lambda_b.shape[0], module)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return _make_problem(lambda_b, lambda_d, vera_A, vera_B, w, gidx, n_groups, side, device), w, gidx
 
