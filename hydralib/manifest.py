@@ -19,6 +19,16 @@ from .atomic import atomic_file
 
 MANIFEST_NAME = "MANIFEST.json"
 
+#: The command that writes each committed results file (paths relative to ``data/``; a key ending in ``/`` covers
+#: a folder); a JSON file that records its own top-level ``"command"`` (the benchmark outputs) says that instead.
+RESULT_COMMANDS = {
+    "results/frontier-rows/": "make frontier  (one method's cached row of results/frontier.json)",
+    "results/vera-frontier-rows/": "make vera-frontier  (one method's cached row of results/vera-frontier.json)",
+    "results/zoo.json": "make zoo  (python -m hydralib.suite.zoo --root data/adapters --results data/results/zoo.json)",
+    "results/frontier.json": "make frontier  (python -m hydralib.suite.frontier --recompute)",
+    "results/vera-frontier.json": "make vera-frontier  (python -m hydralib.suite.vera_frontier --recompute)",
+}
+
 
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -39,6 +49,18 @@ def _record_for(path: Path, root: Path) -> dict:
     return {}
 
 
+def _recorded_command(path: Path) -> str | None:
+    """The top-level ``"command"`` string of a JSON file, if it has one (unreadable JSON: ``None``)."""
+    if path.suffix != ".json":
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    command = data.get("command") if isinstance(data, dict) else None
+    return command if isinstance(command, str) and command else None
+
+
 def build_manifest(root: str | Path, default_command: str = "") -> dict:
     """``{"files": {relative path: {"sha256", "bytes", ...}}}`` for every file under ``root`` but the manifest."""
     root = Path(root)
@@ -46,8 +68,11 @@ def build_manifest(root: str | Path, default_command: str = "") -> dict:
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME
                        and not any(part.startswith(".") for part in p.relative_to(root).parts)):
         entry = {"sha256": sha256(path), "bytes": path.stat().st_size}
-        entry.update(_record_for(path, root) or {"command": default_command})
-        files[path.relative_to(root).as_posix()] = entry
+        rel = path.relative_to(root).as_posix()
+        known = next((c for k, c in RESULT_COMMANDS.items() if rel == k or (k.endswith("/") and rel.startswith(k))),
+                     None)
+        entry.update(_record_for(path, root) or {"command": _recorded_command(path) or known or default_command})
+        files[rel] = entry
     return {"files": files}
 
 

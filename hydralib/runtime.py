@@ -57,8 +57,11 @@ def applied(model: torch.nn.Module, aset: "AdapterSet | None", task: str | None)
                 if transposed:
                     delta = delta.T
                 if delta.shape != weight.shape:
+                    source = aset.sources.get(task)
+                    origin = f"{source}: " if source else f"adapter {task!r}: "
                     raise AdapterError(
-                        f"module {module}: update {tuple(delta.shape)} does not fit weight {tuple(weight.shape)}"
+                        f"{origin}hydralib.runtime: module {module}: update {tuple(delta.shape)} does not fit "
+                        f"the model's weight {tuple(weight.shape)} (an adapter of another base model?)"
                     )
                 saved[module] = weight.detach().clone()
                 weight.add_(delta.to(weight.dtype))

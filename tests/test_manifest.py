@@ -27,3 +27,29 @@ def test_manifest_records_and_verifies(tmp_path):
     (tmp_path / "results.json").write_text('{"changed": true}')
     assert verify_manifest(tmp_path) == ["results.json"]
     assert build_manifest(tmp_path)["files"]["results.json"]["sha256"] != files["results.json"]["sha256"]
+
+
+def test_manifest_names_the_command_of_each_results_file(tmp_path):
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "run.json").write_text(json.dumps({"command": "hydralib bench --preset smollm2"}))
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "frontier.json").write_text("{}")
+    (tmp_path / "results" / "other.json").write_text("[1, 2]")
+    (tmp_path / "results" / "frontier-rows").mkdir()
+    (tmp_path / "results" / "frontier-rows" / "ties-0123.json").write_text("{}")
+    files = build_manifest(tmp_path, default_command="fallback")["files"]
+    assert files["bench/run.json"]["command"] == "hydralib bench --preset smollm2"
+    assert files["results/frontier.json"]["command"].startswith("make frontier")
+    assert files["results/frontier-rows/ties-0123.json"]["command"].startswith("make frontier")
+    assert files["results/other.json"]["command"] == "fallback"
+
+
+def test_committed_data_matches_its_manifest():
+    """Every file under data/ is listed in data/MANIFEST.json with its current sha256 (update it with
+    ``python -c 'from hydralib.manifest import write_manifest; write_manifest("data")'``)."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    listed = set(json.loads((data / MANIFEST_NAME).read_text())["files"])
+    assert verify_manifest(data) == []
+    assert set(build_manifest(data)["files"]) == listed

@@ -84,6 +84,23 @@ def test_applied_equals_peft_and_restores_weights(tmp_path):
     assert not torch.allclose(ours, reference, atol=1e-3)
 
 
+def test_adapter_of_another_model_is_refused_by_name_and_weights_survive(tmp_path):
+    from hydralib import AdapterSet
+    from hydralib.errors import AdapterError
+
+    model, _ = build_tiny_model(seed=4)
+    modules = {n: m.weight.shape for n, m in model.named_modules() if n.endswith("q_proj")}
+    wrong = AdapterSet.from_factors({"a": {n: (torch.randn(4, d_in + 1), torch.randn(d_out, 4), 2.0)
+                                           for n, (d_out, d_in) in modules.items()}})
+    wrong.save_peft("a", tmp_path / "other-model")
+    loaded = load_adapters([tmp_path / "other-model"], tasks=["a"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(AdapterError, match=r"other-model.*hydralib\.runtime.*does not fit"):
+        with applied(model, loaded, "a"):
+            pass
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_evaluate_mapping_and_transfer_matrix():
     model, tokenizer = build_tiny_model(seed=5)
     aset = _random_set(model, ["head-0", "head-1"], seed=1)

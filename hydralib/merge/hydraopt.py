@@ -60,7 +60,9 @@ from .lowrank import (
     delta_norms_sq,
     empty_buffer,
     factored_top_eigen,
+    gram64,
     matmul,
+    matmul64_rows,
     matmul64,
     to_float64,
     stacked_gram,
@@ -169,6 +171,8 @@ def _padded(As, Bs, dtype=None):
     device = As[0].device
     A_pad = empty_buffer((len(As), r_max, As[0].shape[1]), dtype, device)
     B_pad = empty_buffer((len(Bs), Bs[0].shape[0], r_max), dtype, device)
+    if all(int(A.shape[0]) == r_max and A.dtype == dtype for A in As) and all(B.dtype == dtype for B in Bs):
+        return torch.stack(list(As), out=A_pad), torch.stack(list(Bs), out=B_pad)  # one copy each, no padding
     for i, (A, B) in enumerate(zip(As, Bs)):
         r = int(A.shape[0])
         A_pad[i, :r].copy_(A)
@@ -281,11 +285,10 @@ def _solve_exact_factored(As, Bs, scalings, weights, group_index, n_groups, rank
     c = w * s / W[gidx]  # c_i = w_i s_i / W_g(i): M_k = sum_{i in k} c_i B_i A_i
 
     # per-task energies ||dW_i||^2 = s_i^2 <A_i A_i^T, B_i^T B_i> from float64 r x r Grams
-    A64, B64 = to_float64(A_pad), to_float64(B_pad)
-    GA = matmul64(A64, A64.mT).to(device)
-    GB = matmul64(B64.mT, B64).to(device)
+    GA = gram64(A_pad).to(device)
+    GB = gram64(B_pad, transpose=True).to(device)
     energy = float((w * s**2 * (GA * GB).sum(dim=(1, 2))).sum())
-    del GA, B64
+    del GA
 
     # D = blockdiag_k(W_k diag(c) B_k^T B_k diag(c)), so that M = sum_k W_k (M_k)^T M_k = A_cat^T D A_cat
     singletons = all(size == 1 for size in sizes)
@@ -328,13 +331,11 @@ def _solve_exact_factored(As, Bs, scalings, weights, group_index, n_groups, rank
     if not eig.converged:
         return None
     shared = _fix_signs(eig.vectors).T.contiguous()  # A' (r', d_in), orthonormal rows
-    Y64 = matmul64(A64.view(n * r, d_in), shared.mT).to(device).view(n, r, rank)  # A_i A'^T, float64
-    del A64
+    Y64 = matmul64_rows(A_cat, shared.mT).to(device).view(n, r, rank)  # A_i A'^T, float64
 
     # heads B'_k = M_k A'^T = sum_{i in k} c_i B_i (A_i A'^T); T = A' M A'^T = sum_k W_k B'_k^T B'_k in float64
     if singletons:
-        heads = torch.bmm(B_pad, Y64.to(dtype), out=empty_buffer((n, d_out, rank), dtype, device))
-        heads.mul_(s.to(dtype)[:, None, None])
+        heads = matmul(B_pad, (s[:, None, None] * Y64).to(dtype))  # (n, d_out, r'): s_i B_i (A_i A'^T)
         T = ((w * s**2)[:, None, None] * (Y64.mT @ GB @ Y64)).sum(dim=0)
     else:
         heads = empty_buffer((n_groups, d_out, rank), dtype, device)
@@ -396,7 +397,7 @@ def solve_exact(
     (orthonormal rows), ``B'_k = M_k A'^T = sum_{i in k} c_i B_i (A_i A'^T)``.
     Everything reported is float64: the per-task energies from ``r x r``
     Grams, ``T = A' S^T S A'^T = sum_k W_k B'_k^T B'_k`` from ``Y = A_cat A'^T``
-    (float64 products, :func:`~.lowrank.matmul64`), the loss
+    (float64 products, :func:`~.lowrank.gram64` and :func:`~.lowrank.matmul64_rows`), the loss
     ``energy - 2 tr(T) + tr(T A' A'^T)`` (the objective at A' and those heads;
     the stored heads are them rounded to the factors' dtype, which moves the
     loss only at second order), the eigenvalues as the Ritz values of
@@ -496,7 +497,6 @@ def solve_adam(
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = As[0].dtype if As[0].is_floating_point() else torch.float32
     A_pad, B_pad = _padded([A.to(device) for A in As], [B.to(device) for B in Bs], dtype)
-    n = len(As)
     w = weights.to(device=device, dtype=dtype)
     s = torch.as_tensor([float(x) for x in scalings], dtype=dtype, device=device)
     gidx = torch.as_tensor(group_index, device=device)

@@ -224,6 +224,44 @@ def inputs_hash(directories: Sequence[Path], specs: Sequence[MethodSpec], n_eval
     return digest.hexdigest()
 
 
+def method_rows(todo: Sequence[MethodSpec], cache: Path, row_key: Callable[[MethodSpec], str],
+                build: Callable, score_on: Callable, progress: bool = True, desc: str = "frontier") -> list[dict]:
+    """One result row per method of ``todo``: tuned on validation (:func:`tune`, when ``spec.tune``), then scored on test.
+
+    The harness shared by the LoRA and the VeRA frontier. ``build(spec, values)`` returns
+    ``(eval_set, mapping, stored numbers, info dict)`` for the method at the tuned ``values``;
+    ``score_on(split, eval_set, mapping)`` returns ``{task: exact match}`` on ``"validation"`` or
+    ``"test"``. Every finished row is written (atomically) to ``cache / "<name>-<row_key(spec)[:16]>.json"``
+    and read back instead of recomputed, so an interrupted or sharded run resumes where it stopped.
+    """
+    from ..atomic import atomic_file
+
+    rows = []
+    for spec in tqdm(todo, desc=desc, disable=not progress):
+        row_file = Path(cache) / f"{spec.name}-{row_key(spec)[:16]}.json"
+        if row_file.is_file():  # finished by an earlier (interrupted or sharded) run on the same inputs
+            rows.append(json.loads(row_file.read_text(encoding="utf-8")))
+            continue
+        t0 = time.perf_counter()
+        values, trials = {}, []
+        if spec.tune:
+            def evaluate_at(v, spec=spec):
+                eval_set, mapping, _, _ = build(spec, v)
+                s = score_on("validation", eval_set, mapping)
+                return sum(s.values()) / len(s)
+
+            values, trials = tune(evaluate_at, spec)
+        eval_set, mapping, stored, info = build(spec, values)
+        scores = score_on("test", eval_set, mapping)
+        rows.append({"name": spec.name, "family": spec.family, "method": spec.method, "params": spec.params,
+                     "tuned": values, "trials": trials, "scores": scores, "stored": int(stored), **info,
+                     "seconds": time.perf_counter() - t0})
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        with atomic_file(row_file, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(rows[-1]), encoding="utf-8")
+    return rows
+
+
 def run_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval: int = 50, n_tune: int = 16,
                  model_and_tokenizer=None, progress: bool = True, shard: tuple[int, int] | None = None) -> dict:
     """Tune and score every method of ``specs`` (default :func:`default_methods`) on a preset's LoRA zoo.
@@ -233,7 +271,6 @@ def run_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval:
     Every finished method's row is kept in ``results/frontier-rows/`` (keyed by
     a hash of its inputs), so an interrupted run resumes where it stopped.
     """
-    from ..atomic import atomic_file
     from ..presets import get_preset
     from .artifacts import load_zoo, results_path, zoo_dir
     from .models import load_base_model
@@ -250,31 +287,14 @@ def run_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval:
     validation = {t: splits[t].validation[:n_tune] for t in tasks}
     cdt = preset.compute_dtype
     start = time.perf_counter()
-    rows = []
     todo = specs if shard is None else specs[shard[0]::shard[1]]
-    cache = results_path(preset, "frontier-rows").with_suffix("")  # one JSON per finished method
-    for spec in tqdm(todo, desc="frontier", disable=not progress):
-        row_file = cache / f"{spec.name}-{inputs_hash(directories, [spec], n_eval, n_tune, preset.name)[:16]}.json"
-        if row_file.is_file():  # finished by an earlier (interrupted) run on the same inputs
-            rows.append(json.loads(row_file.read_text(encoding="utf-8")))
-            continue
-        t0 = time.perf_counter()
-        values, trials = {}, []
-        if spec.tune:
-            def evaluate_at(v, spec=spec):
-                eval_set, mapping, _, _ = build_method(spec, aset, directories, v)
-                s = score(model, tokenizer, validation, eval_set, mapping, cdt)
-                return sum(s.values()) / len(s)
-
-            values, trials = tune(evaluate_at, spec)
-        eval_set, mapping, stored, info = build_method(spec, aset, directories, values)
-        scores = score(model, tokenizer, test, eval_set, mapping, cdt)
-        rows.append({"name": spec.name, "family": spec.family, "method": spec.method, "params": spec.params,
-                     "tuned": values, "trials": trials, "scores": scores, "stored": int(stored), **info,
-                     "seconds": time.perf_counter() - t0})
-        cache.mkdir(parents=True, exist_ok=True)
-        with atomic_file(row_file, overwrite=True) as tmp:
-            tmp.write_text(json.dumps(rows[-1]), encoding="utf-8")
+    rows = method_rows(
+        todo, results_path(preset, "frontier-rows").with_suffix(""),
+        row_key=lambda spec: inputs_hash(directories, [spec], n_eval, n_tune, preset.name),
+        build=lambda spec, values: build_method(spec, aset, directories, values),
+        score_on=lambda split, eval_set, mapping: score(model, tokenizer, validation if split == "validation"
+                                                        else test, eval_set, mapping, cdt),
+        progress=progress, desc="frontier")
     result = {"hash": inputs_hash(directories, specs, n_eval, n_tune, preset.name), "preset": preset.name,
               "n_eval": n_eval, "n_tune": n_tune, "tasks": tasks, "compute_dtype": cdt,
               "torch_threads": torch.get_num_threads(), "seconds": time.perf_counter() - start, "rows": rows}

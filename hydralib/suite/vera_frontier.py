@@ -55,10 +55,9 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from ..presets import get_preset
-from .frontier import SUMMING, MethodSpec, finish, inputs_hash, pareto_front, score, tune
+from .frontier import SUMMING, MethodSpec, finish, inputs_hash, method_rows, pareto_front, score
 
 __all__ = [
     "VERA_FRONTIER_VERSION", "VECTOR_METHODS", "HEADS", "SIDES", "BYTES_PER_NUMBER", "LABELS",
@@ -203,7 +202,6 @@ def run_vera_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_
     method's row is kept in ``results/vera-frontier-rows/`` keyed by a hash of its inputs, and reused;
     the base model is loaded only when some row is missing.
     """
-    from ..atomic import atomic_file
     from .artifacts import results_path, zoo_dir
     from .models import load_base_model
     from .tasks import preset_task
@@ -229,31 +227,14 @@ def run_vera_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_
             model_state.extend(load_base_model(preset))
         return score(model_state[0], model_state[1], examples(kind, n), eval_set, mapping, cdt)
 
-    rows = []
     todo = specs if shard is None else specs[shard[0]::shard[1]]
-    cache = results_path(preset, "vera-frontier-rows").with_suffix("")
-    for spec in tqdm(todo, desc="VeRA frontier", disable=not progress):
-        row_file = cache / f"{spec.name}-{vera_inputs_hash(directories, [spec], n_eval, n_tune, preset.name)[:16]}.json"
-        if row_file.is_file():  # finished by an earlier (interrupted or sharded) run on the same inputs
-            rows.append(json.loads(row_file.read_text(encoding="utf-8")))
-            continue
-        t0 = time.perf_counter()
-        values, trials = {}, []
-        if spec.tune:
-            def evaluate_at(v, spec=spec):
-                eval_set, mapping, _, _ = build_vera_method(spec, aset, v)
-                s = scored(eval_set, mapping, "validation", n_tune)
-                return sum(s.values()) / len(s)
-
-            values, trials = tune(evaluate_at, spec)
-        eval_set, mapping, stored, info = build_vera_method(spec, aset, values)
-        scores = scored(eval_set, mapping, "test", n_eval)
-        rows.append({"name": spec.name, "family": spec.family, "method": spec.method, "params": spec.params,
-                     "tuned": values, "trials": trials, "scores": scores, "stored": int(stored), **info,
-                     "seconds": time.perf_counter() - t0})
-        cache.mkdir(parents=True, exist_ok=True)
-        with atomic_file(row_file, overwrite=True) as tmp:
-            tmp.write_text(json.dumps(rows[-1]), encoding="utf-8")
+    rows = method_rows(
+        todo, results_path(preset, "vera-frontier-rows").with_suffix(""),
+        row_key=lambda spec: vera_inputs_hash(directories, [spec], n_eval, n_tune, preset.name),
+        build=lambda spec, values: build_vera_method(spec, aset, values),
+        score_on=lambda split, eval_set, mapping: scored(eval_set, mapping, split,
+                                                         n_tune if split == "validation" else n_eval),
+        progress=progress, desc="VeRA frontier")
     result = {"hash": vera_inputs_hash(directories, specs, n_eval, n_tune, preset.name), "preset": preset.name,
               "kind": "vera", "n_eval": n_eval, "n_tune": n_tune, "tasks": tasks, "compute_dtype": cdt,
               "torch_threads": torch.get_num_threads(), "seconds": time.perf_counter() - start, "rows": rows}
