@@ -19,11 +19,13 @@ from .atomic import atomic_file
 
 MANIFEST_NAME = "MANIFEST.json"
 
-#: The command that writes each committed results file (paths relative to ``data/``; a key ending in ``/`` covers
-#: a folder); a JSON file that records its own top-level ``"command"`` (the benchmark outputs) says that instead.
+#: Folders of per-method row caches (resuming an interrupted frontier run): not artefacts, not committed
+#: (``.gitignore``), not in the manifest. The frontier JSON next to them is the artefact.
+CACHE_DIRS = ("results/frontier-rows/", "results/vera-frontier-rows/")
+
+#: The command that writes each committed results file (paths relative to ``data/``); a JSON file that records
+#: its own top-level ``"command"`` (the benchmark outputs) says that instead.
 RESULT_COMMANDS = {
-    "results/frontier-rows/": "make frontier  (one method's cached row of results/frontier.json)",
-    "results/vera-frontier-rows/": "make vera-frontier  (one method's cached row of results/vera-frontier.json)",
     "results/zoo.json": "make zoo  (python -m hydralib.suite.zoo --root data/adapters --results data/results/zoo.json)",
     "results/frontier.json": "make frontier  (python -m hydralib.suite.frontier --recompute)",
     "results/vera-frontier.json": "make vera-frontier  (python -m hydralib.suite.vera_frontier --recompute)",
@@ -62,16 +64,17 @@ def _recorded_command(path: Path) -> str | None:
 
 
 def build_manifest(root: str | Path, default_command: str = "") -> dict:
-    """``{"files": {relative path: {"sha256", "bytes", ...}}}`` for every file under ``root`` but the manifest."""
+    """``{"files": {relative path: {"sha256", "bytes", ...}}}`` for every file under ``root`` but the manifest,
+    hidden files and the row caches (:data:`CACHE_DIRS`)."""
     root = Path(root)
     files = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME
-                       and not any(part.startswith(".") for part in p.relative_to(root).parts)):
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts)
+                       and not p.relative_to(root).as_posix().startswith(CACHE_DIRS)):
         entry = {"sha256": sha256(path), "bytes": path.stat().st_size}
         rel = path.relative_to(root).as_posix()
-        known = next((c for k, c in RESULT_COMMANDS.items() if rel == k or (k.endswith("/") and rel.startswith(k))),
-                     None)
-        entry.update(_record_for(path, root) or {"command": _recorded_command(path) or known or default_command})
+        entry.update(_record_for(path, root)
+                     or {"command": _recorded_command(path) or RESULT_COMMANDS.get(rel) or default_command})
         files[rel] = entry
     return {"files": files}
 
