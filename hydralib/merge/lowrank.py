@@ -578,6 +578,22 @@ def matmul64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 _CHUNK_BYTES = 2 << 20
 
 
+def _float64_blocks(src):
+    """``(i, j, src[i:j] as float64)`` over the leading axis of the numpy array ``src``, in blocks of about
+    :data:`_CHUNK_BYTES`, converted into one reused float64 buffer (each block is overwritten by the next)."""
+    import numpy as np
+
+    n = int(src.shape[0])
+    row = max(1, int(np.prod(src.shape[1:], dtype=np.int64)) * 8)
+    step = max(1, _CHUNK_BYTES // row)
+    buf = np.empty((min(step, n), *src.shape[1:]), dtype=np.float64)
+    for i in range(0, n, step):
+        j = min(n, i + step)
+        chunk = buf[: j - i]
+        chunk[...] = src[i:j]
+        yield i, j, chunk
+
+
 def gram64(x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
     """Batched float64 Grams of ``x`` ``(N, a, b)``: ``x_i x_i^T`` ``(N, a, a)``, or ``x_i^T x_i`` ``(N, b, b)`` with ``transpose``.
 
@@ -595,13 +611,7 @@ def gram64(x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
     N, a, b = (int(t) for t in x.shape)
     size = b if transpose else a
     out = np.empty((N, size, size), dtype=np.float64)
-    step = max(1, _CHUNK_BYTES // max(1, a * b * 8))
-    buf = np.empty((min(step, N), a, b), dtype=np.float64)
-    src = x.numpy()
-    for i in range(0, N, step):
-        j = min(N, i + step)
-        chunk = buf[: j - i]
-        chunk[...] = src[i:j]
+    for i, j, chunk in _float64_blocks(x.numpy()):
         if transpose:
             np.matmul(chunk.transpose(0, 2, 1), chunk, out=out[i:j])
         else:
@@ -621,16 +631,9 @@ def matmul64_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return matmul64(a, b)
     import numpy as np
 
-    n, k = (int(t) for t in a.shape)
     b64 = to_float64(b).numpy()
-    out = np.empty((n, int(b64.shape[1])), dtype=np.float64)
-    step = max(1, _CHUNK_BYTES // max(1, k * 8))
-    buf = np.empty((min(step, n), k), dtype=np.float64)
-    src = a.numpy()
-    for i in range(0, n, step):
-        j = min(n, i + step)
-        chunk = buf[: j - i]
-        chunk[...] = src[i:j]
+    out = np.empty((int(a.shape[0]), int(b64.shape[1])), dtype=np.float64)
+    for i, j, chunk in _float64_blocks(a.numpy()):
         np.matmul(chunk, b64, out=out[i:j])
     return torch.from_numpy(out)
 
