@@ -141,3 +141,24 @@ def test_an_interrupted_run_resumes_from_finished_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(fr, "score", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     again = fr.run_frontier(preset, specs, n_eval=2, n_tune=2, progress=False)
     assert json.dumps(again["rows"], sort_keys=True) == json.dumps(first["rows"], sort_keys=True)
+
+
+def test_workers_sharing_a_claims_directory_compute_each_method_once(tmp_path):
+    """Dynamic sharding: a method another worker has claimed is skipped; its row comes from that worker."""
+    specs = [fr.MethodSpec(name, "baseline", "task_arithmetic") for name in ("a", "b", "c")]
+    built = []
+
+    def build(spec, values):
+        built.append(spec.name)
+        return None, None, 1, {}
+
+    def rows_of(claims):
+        return fr.method_rows(specs, tmp_path / "rows", row_key=lambda spec: "0" * 16, build=build,
+                              score_on=lambda split, eval_set, mapping: {"t": 1.0}, progress=False, claims=claims)
+
+    claims = tmp_path / "claims"
+    assert fr.claim(claims, "b-" + "0" * 16) and not fr.claim(claims, "b-" + "0" * 16)  # "the other worker" took b
+    assert [r["name"] for r in rows_of(claims)] == ["a", "c"] and built == ["a", "c"]
+    assert [r["name"] for r in rows_of(tmp_path / "other-run")] == ["a", "b", "c"]  # a and c from the cache
+    assert built == ["a", "c", "b"]
+    assert fr.claim(None, "anything")  # without a claims directory every method is this worker's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,19 @@ from hydralib.presets import get_preset
 from hydralib.suite.models import build_tiny_model
 from hydralib.suite.tasks import make_task
 from hydralib.suite.training import RECORD_NAME, is_complete, peft_config, train_adapter, train_zoo, zoo_jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_zoo_cli_restricted_to_some_tasks_evaluates_only_theirs():
+    from hydralib.suite.zoo import _evaluation_units, _jobs
+
+    preset = get_preset("default")
+    task = "grammar_correction-ko"
+    assert [(j.group, j.task) for j in _jobs(preset, ("lora", "control"), (task,))] == [
+        ("lora", task), ("lora-seed1", task), ("lora-seed2", task)]
+    assert _evaluation_units(preset, ("lora",), (task,)) == [("base", task), ("own", "lora", task), ("transfer", task)]
+    assert len(_evaluation_units(preset, ("lora",))) == 3 * len(preset.tasks)
 
 
 def test_zoo_jobs_cover_lora_vera_and_control():
@@ -23,13 +37,41 @@ def test_zoo_jobs_cover_lora_vera_and_control():
     assert {j.seed for j in control} == set(preset.control_seeds) and preset.seed not in preset.control_seeds
 
 
+def test_steps_for_takes_the_job_override_and_the_default_elsewhere():
+    preset = get_preset("default").with_overrides(
+        train_steps_by_job=tuple(("lora", f"grammar_correction-{lang}", 240) for lang in ("de", "ko")))
+    for g, t, n in preset.train_steps_by_job:
+        assert preset.steps_for(g, t) == n != preset.train_steps
+        assert preset.steps_for("lora-seed1", t) == preset.steps_for("vera", t) == preset.train_steps
+    assert preset.steps_for("lora", "smart_reply-en") == preset.train_steps
+
+
+def test_committed_adapters_record_the_steps_their_preset_gives_them():
+    """``make zoo`` retrains every committed adapter with the steps it was trained with."""
+    from hydralib.suite.artifacts import zoo_groups
+
+    preset = get_preset("default")
+    checked = 0
+    for group in zoo_groups(preset):
+        for record_file in sorted((ROOT / "data" / "adapters" / group).glob(f"*/{RECORD_NAME}")):
+            record = json.loads(record_file.read_text())
+            assert record["steps"] == preset.steps_for(group, record["task"]) == len(record["losses"]), record_file
+            checked += 1
+    if not checked:
+        pytest.skip("no committed adapters")
+
+
 @pytest.mark.timeout(600)
 def test_train_zoo_tiny_is_resumable(tmp_path):
-    preset = get_preset("tiny").with_overrides(train_steps=2, batch_size=2)
+    tasks = get_preset("tiny").tasks
+    preset = get_preset("tiny").with_overrides(train_steps=2, batch_size=2,
+                                               train_steps_by_job=(("lora", tasks[1], 3),))
     dirs = train_zoo(preset, tmp_path, progress=False)
     assert len(dirs) == len(zoo_jobs(preset)) and all(is_complete(d) for d in dirs)
     record = json.loads((dirs[0] / RECORD_NAME).read_text())
     assert record["steps"] == 2 and len(record["losses"]) == 2 and record["seed"] == preset.seed
+    steps = {(d.parent.name, d.name): json.loads((d / RECORD_NAME).read_text())["steps"] for d in dirs}
+    assert steps.pop(("lora", tasks[1])) == 3 and set(steps.values()) == {2}
     stamps = {d: (d / "adapter_model.safetensors").stat().st_mtime_ns for d in dirs}
     victim = dirs[1]
     for f in victim.iterdir():

@@ -224,8 +224,24 @@ def inputs_hash(directories: Sequence[Path], specs: Sequence[MethodSpec], n_eval
     return digest.hexdigest()
 
 
+def claim(claims: Path | None, name: str) -> bool:
+    """Take the method ``name`` for this worker: create ``claims / name`` exclusively; False when another worker
+    already took it. Always True without a claims directory."""
+    import os
+
+    if claims is None:
+        return True
+    Path(claims).mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(Path(claims) / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def method_rows(todo: Sequence[MethodSpec], cache: Path, row_key: Callable[[MethodSpec], str],
-                build: Callable, score_on: Callable, progress: bool = True, desc: str = "frontier") -> list[dict]:
+                build: Callable, score_on: Callable, progress: bool = True, desc: str = "frontier",
+                claims: Path | None = None) -> list[dict]:
     """One result row per method of ``todo``: tuned on validation (:func:`tune`, when ``spec.tune``), then scored on test.
 
     The harness shared by the LoRA and the VeRA frontier. ``build(spec, values)`` returns
@@ -233,6 +249,9 @@ def method_rows(todo: Sequence[MethodSpec], cache: Path, row_key: Callable[[Meth
     ``score_on(split, eval_set, mapping)`` returns ``{task: exact match}`` on ``"validation"`` or
     ``"test"``. Every finished row is written (atomically) to ``cache / "<name>-<row_key(spec)[:16]>.json"``
     and read back instead of recomputed, so an interrupted or sharded run resumes where it stopped.
+    ``claims``: a directory shared by worker processes that each get the whole list: a worker computes a
+    method only if it is the first to :func:`claim` it, and skips it otherwise (dynamic load balancing:
+    whoever is free takes the next method; the rows of the skipped ones come from the other workers).
     """
     from ..atomic import atomic_file
 
@@ -241,6 +260,8 @@ def method_rows(todo: Sequence[MethodSpec], cache: Path, row_key: Callable[[Meth
         row_file = Path(cache) / f"{spec.name}-{row_key(spec)[:16]}.json"
         if row_file.is_file():  # finished by an earlier (interrupted or sharded) run on the same inputs
             rows.append(json.loads(row_file.read_text(encoding="utf-8")))
+            continue
+        if not claim(claims, row_file.stem):
             continue
         t0 = time.perf_counter()
         values, trials = {}, []
@@ -263,11 +284,14 @@ def method_rows(todo: Sequence[MethodSpec], cache: Path, row_key: Callable[[Meth
 
 
 def run_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval: int = 50, n_tune: int = 16,
-                 model_and_tokenizer=None, progress: bool = True, shard: tuple[int, int] | None = None) -> dict:
+                 model_and_tokenizer=None, progress: bool = True, shard: tuple[int, int] | None = None,
+                 claims: Path | None = None) -> dict:
     """Tune and score every method of ``specs`` (default :func:`default_methods`) on a preset's LoRA zoo.
 
     ``shard=(i, n)`` runs only the methods ``specs[i::n]`` and returns their raw
-    rows (``"partial": True``); :func:`finish` combines the shards' rows.
+    rows (``"partial": True``); :func:`finish` combines the shards' rows. With
+    ``claims`` (a directory shared by the shards) every shard walks all methods
+    and computes those it claims first (:func:`method_rows`).
     Every finished method's row is kept in ``results/frontier-rows/`` (keyed by
     a hash of its inputs), so an interrupted run resumes where it stopped.
     """
@@ -287,14 +311,14 @@ def run_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval:
     validation = {t: splits[t].validation[:n_tune] for t in tasks}
     cdt = preset.compute_dtype
     start = time.perf_counter()
-    todo = specs if shard is None else specs[shard[0]::shard[1]]
+    todo = specs if shard is None or claims is not None else specs[shard[0]::shard[1]]
     rows = method_rows(
         todo, results_path(preset, "frontier-rows").with_suffix(""),
         row_key=lambda spec: inputs_hash(directories, [spec], n_eval, n_tune, preset.name),
         build=lambda spec, values: build_method(spec, aset, directories, values),
         score_on=lambda split, eval_set, mapping: score(model, tokenizer, validation if split == "validation"
                                                         else test, eval_set, mapping, cdt),
-        progress=progress, desc="frontier")
+        progress=progress, desc="frontier", claims=claims)
     result = {"hash": inputs_hash(directories, specs, n_eval, n_tune, preset.name), "preset": preset.name,
               "n_eval": n_eval, "n_tune": n_tune, "tasks": tasks, "compute_dtype": cdt,
               "torch_threads": torch.get_num_threads(), "seconds": time.perf_counter() - start, "rows": rows}
@@ -340,7 +364,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def _run_sharded(preset, n_eval: int, n_tune: int, workers: int) -> dict:
-    """:func:`run_frontier` in ``workers`` processes of ``cpu_count // workers`` torch threads each."""
+    """:func:`run_frontier` in ``workers`` processes of ``cpu_count // workers`` torch threads each; a worker
+    that is free takes the next method nobody has claimed (:func:`claim`)."""
     import os
     import subprocess
     import sys
@@ -351,7 +376,8 @@ def _run_sharded(preset, n_eval: int, n_tune: int, workers: int) -> dict:
         outs = [Path(tmp) / f"shard{i}.json" for i in range(workers)]
         procs = [subprocess.Popen([sys.executable, "-m", "hydralib.suite.frontier", "--preset", preset.name,
                                    "--n-eval", str(n_eval), "--n-tune", str(n_tune), "--shard", f"{i}/{workers}",
-                                   "--shard-out", str(out)], env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+                                   "--shard-out", str(out), "--claims", str(Path(tmp) / "claims")],
+                                  env={**os.environ, "OMP_NUM_THREADS": str(threads)})
                  for i, out in enumerate(outs)]
         codes = [p.wait() for p in procs]
         if any(codes):
@@ -407,13 +433,15 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=1, help="worker processes (each cpu_count/workers threads)")
     p.add_argument("--shard", default=None, help=argparse.SUPPRESS)
     p.add_argument("--shard-out", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--claims", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.shard:
         from ..atomic import atomic_file
 
         i, n = (int(x) for x in args.shard.split("/"))
         torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
-        part = run_frontier(args.preset, n_eval=args.n_eval, n_tune=args.n_tune, shard=(i, n), progress=False)
+        part = run_frontier(args.preset, n_eval=args.n_eval, n_tune=args.n_tune, shard=(i, n), progress=False,
+                            claims=Path(args.claims) if args.claims else None)
         with atomic_file(args.shard_out, overwrite=True) as tmp:
             tmp.write_text(json.dumps(part), encoding="utf-8")
         return 0

@@ -194,6 +194,26 @@ def seconds_summary(records: Iterable[Mapping]) -> dict:
     }
 
 
+def steps_summary(records: Mapping[str, Mapping]) -> tuple[int, dict[int, list[str]]]:
+    """``(most common steps, {other steps: [tasks]})`` of a group's training records."""
+    from collections import Counter
+
+    counts = Counter(int(r["steps"]) for r in records.values())
+    common = max(counts, key=lambda n: (counts[n], -n))
+    others: dict[int, list[str]] = {}
+    for task, record in records.items():
+        if int(record["steps"]) != common:
+            others.setdefault(int(record["steps"]), []).append(task)
+    return common, others
+
+
+def steps_text(records: Mapping[str, Mapping]) -> str:
+    """``"60"``, or ``"60 (240 for 4 tasks)"`` when some adapters of the group trained for other step counts."""
+    common, others = steps_summary(records)
+    extra = "; ".join(f"{n} for {len(tasks)} task{'s' if len(tasks) > 1 else ''}" for n, tasks in sorted(others.items()))
+    return f"{common} ({extra})" if extra else str(common)
+
+
 def recipe_rows(preset) -> list[list]:
     """One row per zoo group: kind, adapters, rank, alpha, learning rate, steps, batch, autocast, seeds, seconds.
 
@@ -212,7 +232,7 @@ def recipe_rows(preset) -> list[list]:
         summary = seconds_summary(records.values())
         rows.append([
             group, first["kind"], len(records), config.get("r"), config.get("lora_alpha", "-"),
-            f"{first['learning_rate']:g}", first["steps"], first["batch_size"], first["compute_dtype"],
+            f"{first['learning_rate']:g}", steps_text(records), first["batch_size"], first["compute_dtype"],
             ", ".join(str(s) for s in sorted({r["seed"] for r in records.values()})),
             f"{summary['mean_s']:.0f} ({summary['min_s']:.0f}-{summary['max_s']:.0f})",
         ])

@@ -165,11 +165,11 @@ def train_jobs(preset, root: str | Path, jobs: Sequence[AdapterJob], splits: Map
             config = peft_config(preset, job.kind)
             lr = preset.vera_learning_rate if job.kind == "vera" else preset.learning_rate
             peft_model, losses = train_adapter(
-                model, tokenizer, splits[job.task].train, config, steps=preset.train_steps,
+                model, tokenizer, splits[job.task].train, config, steps=preset.steps_for(job.group, job.task),
                 batch_size=preset.batch_size, learning_rate=lr, seed=job.seed,
                 progress=progress, desc=f"{job.group}/{job.task}", compute_dtype=preset.compute_dtype)
             record = {"task": job.task, "kind": job.kind, "seed": job.seed, "group": job.group,
-                      "preset": preset.name, "base_model": preset.base_model, "steps": preset.train_steps,
+                      "preset": preset.name, "base_model": preset.base_model, "steps": preset.steps_for(job.group, job.task),
                       "batch_size": preset.batch_size, "learning_rate": lr, "compute_dtype": preset.compute_dtype,
                       "n_train": preset.n_train, "losses": losses, "seconds": time.perf_counter() - start,
                       "device": str(device), "torch_threads": torch.get_num_threads(), "command": command}

@@ -193,12 +193,14 @@ def vera_inputs_hash(directories: Sequence[Path], specs: Sequence[MethodSpec], n
 
 
 def run_vera_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_eval: int = 50, n_tune: int = 16,
-                      model_and_tokenizer=None, progress: bool = True, shard: tuple[int, int] | None = None) -> dict:
+                      model_and_tokenizer=None, progress: bool = True, shard: tuple[int, int] | None = None,
+                      claims: Path | None = None) -> dict:
     """Tune and score every method of ``specs`` (default :func:`default_vera_methods`) on a preset's VeRA zoo.
 
     Tuning (``lam``, then ``density``) is :func:`~hydralib.suite.frontier.tune` on the first ``n_tune``
     validation examples of every task; scoring is exact match on the first ``n_eval`` test examples.
-    ``shard=(i, n)`` runs only ``specs[i::n]`` and returns their rows (``"partial": True``). Every finished
+    ``shard=(i, n)`` runs only ``specs[i::n]`` and returns their rows (``"partial": True``); with ``claims`` (a
+    directory shared by the shards) each shard takes the methods it claims first instead. Every finished
     method's row is kept in ``results/vera-frontier-rows/`` keyed by a hash of its inputs, and reused;
     the base model is loaded only when some row is missing.
     """
@@ -227,14 +229,14 @@ def run_vera_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_
             model_state.extend(load_base_model(preset))
         return score(model_state[0], model_state[1], examples(kind, n), eval_set, mapping, cdt)
 
-    todo = specs if shard is None else specs[shard[0]::shard[1]]
+    todo = specs if shard is None or claims is not None else specs[shard[0]::shard[1]]
     rows = method_rows(
         todo, results_path(preset, "vera-frontier-rows").with_suffix(""),
         row_key=lambda spec: vera_inputs_hash(directories, [spec], n_eval, n_tune, preset.name),
         build=lambda spec, values: build_vera_method(spec, aset, values),
         score_on=lambda split, eval_set, mapping: scored(eval_set, mapping, split,
                                                          n_tune if split == "validation" else n_eval),
-        progress=progress, desc="VeRA frontier")
+        progress=progress, desc="VeRA frontier", claims=claims)
     result = {"hash": vera_inputs_hash(directories, specs, n_eval, n_tune, preset.name), "preset": preset.name,
               "kind": "vera", "n_eval": n_eval, "n_tune": n_tune, "tasks": tasks, "compute_dtype": cdt,
               "torch_threads": torch.get_num_threads(), "seconds": time.perf_counter() - start, "rows": rows}
@@ -254,17 +256,20 @@ def run_vera_frontier(preset=None, specs: Sequence[MethodSpec] | None = None, n_
 
 def _run_sharded(preset, n_eval: int, n_tune: int, workers: int) -> dict:
     """Run the methods in ``workers`` processes (``python -m hydralib.suite.vera_frontier --shard i/n``, each
-    ``cpu_count // workers`` torch threads); they leave their rows in the row cache, which this process then reads."""
+    ``cpu_count // workers`` torch threads; a free worker takes the next unclaimed method); they leave their rows
+    in the row cache, which this process then reads."""
     import os
     import subprocess
     import sys
+    import tempfile
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    procs = [subprocess.Popen([sys.executable, "-m", "hydralib.suite.vera_frontier", "--preset", preset.name,
-                               "--n-eval", str(n_eval), "--n-tune", str(n_tune), "--shard", f"{i}/{workers}"],
-                              env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-             for i in range(workers)]
-    codes = [p.wait() for p in procs]
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [subprocess.Popen([sys.executable, "-m", "hydralib.suite.vera_frontier", "--preset", preset.name,
+                                   "--n-eval", str(n_eval), "--n-tune", str(n_tune), "--shard", f"{i}/{workers}",
+                                   "--claims", tmp], env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+                 for i in range(workers)]
+        codes = [p.wait() for p in procs]
     if any(codes):
         raise RuntimeError(f"hydralib.suite.vera_frontier: shard workers failed with exit codes {codes}")
     result = run_vera_frontier(preset, n_eval=n_eval, n_tune=n_tune, progress=False)
@@ -477,12 +482,14 @@ def main(argv=None) -> int:
     p.add_argument("--recompute", action="store_true", help="recompute even when the stored hash matches")
     p.add_argument("--workers", type=int, default=1, help="worker processes (each cpu_count/workers threads)")
     p.add_argument("--shard", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--claims", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
         if args.shard:
             i, n = (int(x) for x in args.shard.split("/"))
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-            run_vera_frontier(args.preset, n_eval=args.n_eval, n_tune=args.n_tune, shard=(i, n), progress=False)
+            run_vera_frontier(args.preset, n_eval=args.n_eval, n_tune=args.n_tune, shard=(i, n), progress=False,
+                              claims=Path(args.claims) if args.claims else None)
             return 0
         result = vera_frontier_results(args.preset, n_eval=args.n_eval, n_tune=args.n_tune, recompute=args.recompute,
                                        workers=args.workers)

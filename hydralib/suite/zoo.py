@@ -59,19 +59,28 @@ def load_splits(path: str | Path, seed: int = 0) -> dict[str, TaskSplits]:
     }
 
 
-def _evaluation_units(preset, kinds=KINDS) -> list[tuple]:
-    """Base model and transfer matrix come with the ``lora`` kind; own-task scores with every kind."""
-    units = [("base", t) for t in preset.tasks] if "lora" in kinds else []
-    jobs = zoo_jobs(preset, kinds)
+def _jobs(preset, kinds, tasks=None) -> list:
+    """The zoo's jobs of ``kinds``, only those of ``tasks`` when given."""
+    return [j for j in zoo_jobs(preset, kinds) if tasks is None or j.task in tasks]
+
+
+def _evaluation_units(preset, kinds=KINDS, tasks=None) -> list[tuple]:
+    """Base model and transfer matrix come with the ``lora`` kind; own-task scores with every kind.
+
+    ``tasks``: only the units of these tasks (base scores, own scores, transfer rows of their adapters).
+    """
+    chosen = [t for t in preset.tasks if tasks is None or t in tasks]
+    units = [("base", t) for t in chosen] if "lora" in kinds else []
+    jobs = _jobs(preset, kinds, tasks)
     groups = sorted({j.group for j in jobs})
     units += [("own", g, j.task) for g in groups for j in jobs if j.group == g]
     if "lora" in kinds:
-        units += [("transfer", t) for t in preset.tasks]
+        units += [("transfer", t) for t in chosen]
     return units
 
 
 def run_worker(preset, root: Path, splits, shard: int, n_shards: int, n_transfer: int, device, out: Path,
-               kinds=KINDS) -> None:
+               kinds=KINDS, tasks=None) -> None:
     """Train this shard's adapters, then evaluate this shard's units; write the shard's results JSON."""
     from ..adapters import load_adapters
     from .evaluation import evaluate, transfer_matrix
@@ -80,14 +89,14 @@ def run_worker(preset, root: Path, splits, shard: int, n_shards: int, n_transfer
 
     torch.manual_seed(0)
     model, tokenizer = load_base_model(preset, device=device)
-    jobs = zoo_jobs(preset, kinds)[shard::n_shards]
+    jobs = _jobs(preset, kinds, tasks)[shard::n_shards]
     start = time.perf_counter()
     train_jobs(preset, root, jobs, splits=splits, device=device, progress=False,
                command="python -m hydralib.suite.zoo", model_and_tokenizer=(model, tokenizer))
     train_seconds = time.perf_counter() - start
     results: dict = {"base": {}, "own": {}, "transfer": {}, "train_seconds": train_seconds}
     lora_dirs = {j.task: j.directory(root) for j in zoo_jobs(preset, ("lora",))}
-    for unit in _evaluation_units(preset, kinds)[shard::n_shards]:
+    for unit in _evaluation_units(preset, kinds, tasks)[shard::n_shards]:
         if unit[0] == "base":
             task = unit[1]
             results["base"][task] = evaluate(model, tokenizer, {task: splits[task].test}, progress=False,
@@ -158,9 +167,15 @@ def main(argv=None) -> int:
     p.add_argument("--kinds", default=",".join(KINDS), help="adapter kinds to train and evaluate (lora,control,vera)")
     p.add_argument("--control-seeds", default=None,
                    help="comma-separated seeds of the initialisation-control set (default: the preset's)")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated tasks: train and evaluate only these (delete an adapter to retrain it)")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     preset = get_preset(args.preset)
+    tasks = tuple(args.tasks.split(",")) if args.tasks else None
+    unknown = sorted(set(tasks or ()) - set(preset.tasks))
+    if unknown:
+        p.error(f"unknown tasks {unknown} for preset {preset.name!r}")
     if args.control_seeds:
         preset = preset.with_overrides(control_seeds=tuple(int(s) for s in args.control_seeds.split(",")))
     device = get_device(args.device)
@@ -170,7 +185,7 @@ def main(argv=None) -> int:
         splits = load_splits(args.splits) if args.splits else make_suite(preset)
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(1, args.workers)))
         run_worker(preset, root, splits, args.worker, args.workers, args.n_transfer, device,
-                   shard_dir / f"shard{args.worker}.json", kinds=tuple(args.kinds.split(",")))
+                   shard_dir / f"shard{args.worker}.json", kinds=tuple(args.kinds.split(",")), tasks=tasks)
         return 0
 
     from .models import load_base_model
@@ -183,6 +198,8 @@ def main(argv=None) -> int:
     base = [sys.executable, "-m", "hydralib.suite.zoo", "--root", str(root), "--workers", str(args.workers),
             "--n-transfer", str(args.n_transfer), "--splits", args.splits, "--device", str(device),
             "--kinds", args.kinds] + (["--control-seeds", args.control_seeds] if args.control_seeds else [])
+    if tasks:
+        base += ["--tasks", args.tasks]
     if args.preset:
         base += ["--preset", args.preset]
     procs = [subprocess.Popen(base + ["--worker", str(i)]) for i in range(args.workers)]
