@@ -198,10 +198,13 @@ def test_one_adapter_one_head_returns_it(side, solver):
     if solver == "als":  # from random starts too: the gauge (scale and sign of the shared vector) is fixed
         results += [vera_hydraopt(one, heads=1, side=side, init="random", seed=s, progress=False) for s in range(3)]
     for res in results:
+        # The loss is a squared norm, so vectors at relative loss L are off by about sqrt(L) relative: Adam stops
+        # at L < 1e-8, which allows ~1e-4 (a CI run saw 2e-4 on one element); ALS reaches L < 1e-12.
+        tol = max(1e-4, 30 * res.relative_loss**0.5)
         for m in SHAPES:
             lb, ld = res.vectors("task0", m)
-            torch.testing.assert_close(lb, one.vera_vectors("task0", m)[0], atol=1e-4, rtol=1e-4)
-            torch.testing.assert_close(ld, one.vera_vectors("task0", m)[1], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(lb, one.vera_vectors("task0", m)[0], atol=tol, rtol=tol)
+            torch.testing.assert_close(ld, one.vera_vectors("task0", m)[1], atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize("side", ["d", "b"])
