@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from fnmatch import fnmatch
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -212,6 +212,27 @@ def steps_text(records: Mapping[str, Mapping]) -> str:
     common, others = steps_summary(records)
     extra = "; ".join(f"{n} for {len(tasks)} task{'s' if len(tasks) > 1 else ''}" for n, tasks in sorted(others.items()))
     return f"{common} ({extra})" if extra else str(common)
+
+
+def steps_evidence(results: Mapping, preset, tasks: Sequence[str], group: str = "lora") -> dict:
+    """Why some adapters of ``group`` trained longer: their own-task exact match next to that of the same tasks'
+    adapters in the other LoRA groups of the zoo (the seed controls) that kept ``preset.train_steps``.
+
+    Returns ``{"own": {task: score}, "shorter": {(other group, task): score}, "shorter_steps": steps,
+    "shorter_groups": [groups]}``; ``shorter`` is empty when no other group holds these tasks with the
+    common step count (e.g. a zoo without a control set).
+    """
+    own_scores = scores_of(results, group)
+    shorter = {}
+    for other in sorted(results["own"]):
+        if other == group or not other.startswith("lora"):
+            continue
+        others = scores_of(results, other)
+        for task in tasks:
+            if task in others and preset.steps_for(other, task) == preset.train_steps:
+                shorter[other, task] = others[task]
+    return {"own": {t: own_scores[t] for t in tasks if t in own_scores}, "shorter": shorter,
+            "shorter_steps": preset.train_steps, "shorter_groups": sorted({g for g, _ in shorter})}
 
 
 def recipe_rows(preset) -> list[list]:
