@@ -454,3 +454,17 @@ def test_hydraopt_on_factored_sizes_both_sides():
         for t in tasks[:2]:
             dense = result.delta(t, module).double()
             assert float(((dense - aset.delta(t, module).double()) ** 2).sum()) <= m.loss
+
+
+def test_solvers_check_the_factors_unless_the_caller_has():
+    """hydraopt() checks each module's factors once and tells the solvers (check=False); called alone they check."""
+    As, Bs, ss, w = problem()
+    gidx = [0, 0, 1, 1, 2, 2]
+    bad = [A.clone() for A in As]
+    bad[2][0, 0] = float("nan")
+    for fn in (solve_exact, solve_adam):
+        with pytest.raises(AdapterError, match="module m: task #2: lora_a has NaN/Inf"):
+            fn(bad, Bs, ss, w, gidx, 3, 2, "m")
+    checked, unchecked = solve_exact(As, Bs, ss, w, gidx, 3, 2, "m"), solve_exact(As, Bs, ss, w, gidx, 3, 2, "m", check=False)
+    assert torch.equal(checked.shared, unchecked.shared) and torch.equal(checked.heads, unchecked.heads)
+    assert checked.loss == unchecked.loss

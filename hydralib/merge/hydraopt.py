@@ -144,8 +144,9 @@ def check_grouping(weights, group_index, n_groups: int, n: int, module: str) -> 
     return weights, group_index
 
 
-def _check_problem(As, Bs, scalings, weights, group_index, n_groups, rank, module):
-    check_factors(As, Bs, scalings, module)
+def _check_problem(As, Bs, scalings, weights, group_index, n_groups, rank, module, check=True):
+    if check:  # False: the caller has run check_factors on these factors (hydraopt() does, naming the tasks)
+        check_factors(As, Bs, scalings, module)
     weights, group_index = check_grouping(weights, group_index, n_groups, len(As), module)
     if int(rank) < 1:
         raise AdapterError(f"module {module}: rank r' must be >= 1, got {rank}")
@@ -378,6 +379,8 @@ def solve_exact(
     n_groups: int,
     rank: int,
     module: str = "<module>",
+    *,
+    check: bool = True,
 ) -> ModuleSolution:
     """Closed-form HydraOpt at one module (side-A orientation), on the factors.
 
@@ -423,9 +426,12 @@ def solve_exact(
     sign of each row of A' (and of the matching head column) is fixed so that
     its largest-magnitude entry is positive on the factored path, and in
     coordinates of Q on the Householder path.
+
+    ``check=False`` skips :func:`~.lowrank.check_factors` (a pass over every
+    factor) for a caller that has validated them, as :func:`hydraopt` does.
     """
     start = time.perf_counter()
-    weights, group_index = _check_problem(As, Bs, scalings, weights, group_index, n_groups, rank, module)
+    weights, group_index = _check_problem(As, Bs, scalings, weights, group_index, n_groups, rank, module, check)
     fast = _solve_exact_factored(As, Bs, scalings, weights, group_index, n_groups, rank)
     if fast is not None:
         fast.seconds = time.perf_counter() - start
@@ -461,6 +467,7 @@ def solve_adam(
     device: str | torch.device | None = None,
     seed: int = 0,
     floor: ModuleSolution | None = None,
+    check: bool = True,
 ) -> ModuleSolution:
     """Iterative HydraOpt at one module (side-A orientation): Adam on A', B'_k.
 
@@ -490,7 +497,7 @@ def solve_adam(
       (otherwise they are computed here, which costs one exact solve; the
       returned ``seconds`` never include it).
     """
-    weights, group_index = _check_problem(As, Bs, scalings, weights, group_index, n_groups, rank, module)
+    weights, group_index = _check_problem(As, Bs, scalings, weights, group_index, n_groups, rank, module, check)
     if floor is None:
         floor = solve_exact(As, Bs, scalings, weights, group_index, n_groups, rank, module)
     start = time.perf_counter()  # ``seconds`` counts Adam only, not the exact solve for the floor
@@ -565,7 +572,10 @@ def transpose_factors(As: Sequence[torch.Tensor], Bs: Sequence[torch.Tensor]) ->
 
 @dataclass(frozen=True)
 class Solver:
-    """A registered HydraOpt solver: ``fn(As, Bs, scalings, weights, group_index, n_groups, rank, module, **options)``."""
+    """A registered HydraOpt solver: ``fn(As, Bs, scalings, weights, group_index, n_groups, rank, module, **options)``.
+
+    Every solver takes ``check=False`` to skip :func:`~.lowrank.check_factors` (shapes and finiteness) when
+    the caller has already checked the factors, as :func:`hydraopt` does once per module."""
 
     name: str
     fn: Callable[..., ModuleSolution]
@@ -1017,13 +1027,13 @@ def hydraopt(
             As, Bs = transpose_factors(As, Bs)
         options = dict(solver_options)
         if spec.iterative:  # the floor (and a target relative to it) comes from one exact solve
-            exact = solve_exact(As, Bs, ss, w, group_index, grouping.n_heads, r_out, module)
+            exact = solve_exact(As, Bs, ss, w, group_index, grouping.n_heads, r_out, module, check=False)
             options.update(floor=exact)
             options.setdefault("device", device)
             options.setdefault("seed", seed)
             if target_ratio is not None:
                 options.setdefault("target_loss", exact.floor * (1 + float(target_ratio)))
-        sol = spec.fn(As, Bs, ss, w, group_index, grouping.n_heads, r_out, module, **options)
+        sol = spec.fn(As, Bs, ss, w, group_index, grouping.n_heads, r_out, module, check=False, **options)
         shared, head_tensors = _to_side(sol, side)
         results[module] = ModuleResult(
             module, shared.cpu(), head_tensors.cpu(), sol.loss, sol.floor, sol.spread, sol.truncation, sol.energy,
