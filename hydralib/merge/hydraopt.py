@@ -499,7 +499,7 @@ def solve_adam(
     """
     weights, group_index = _check_problem(As, Bs, scalings, weights, group_index, n_groups, rank, module, check)
     if floor is None:
-        floor = solve_exact(As, Bs, scalings, weights, group_index, n_groups, rank, module)
+        floor = solve_exact(As, Bs, scalings, weights, group_index, n_groups, rank, module, check=False)
     start = time.perf_counter()  # ``seconds`` counts Adam only, not the exact solve for the floor
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = As[0].dtype if As[0].is_floating_point() else torch.float32
