@@ -13,19 +13,12 @@ from hydralib.merge.lowrank import (
     delta_norms_sq,
     dense_stacked_floor,
     dense_weighted_sum,
-    empty_buffer,
-    gram64,
     lora_inner,
     lowrank_svd,
-    matmul,
-    matmul64,
-    matmul64_rows,
-    matmul_nt,
     row_space_basis,
     stack_lora_a,
     stacked_gram,
     stack_lora_b,
-    to_float64,
     top_eigenpairs,
     truncated_svd_dense,
     weighted_gram,
@@ -251,65 +244,3 @@ def test_check_factors_accepts_large_finite_values_and_rejects_infinities():
     nan_b[3, 1] = float("nan")
     with pytest.raises(ValueError, match="lora_b has NaN/Inf"):
         check_factors([big], [nan_b], [1.0])
-
-
-def test_numpy_backed_buffers_and_products_match_torch():
-    g = torch.Generator().manual_seed(3)
-    a = torch.randn(4, 6, 50, generator=g)
-    b = torch.randn(4, 50, 7, generator=g)
-    buf = empty_buffer((4, 6, 50), torch.float32)
-    assert buf.shape == (4, 6, 50) and buf.dtype == torch.float32 and buf.device.type == "cpu"
-    assert empty_buffer((3,), torch.int64).dtype == torch.int64  # other dtypes: torch.empty
-    x64 = to_float64(a)
-    assert x64.dtype == F64 and torch.equal(x64, a.double()) and to_float64(x64).data_ptr() == x64.data_ptr()
-    torch.testing.assert_close(matmul64(a, b), a.double() @ b.double(), rtol=1e-12, atol=1e-12)
-    assert matmul64(a, b).dtype == F64
-    torch.testing.assert_close(matmul(a, b), a @ b)
-    flat = a.reshape(24, 50)
-    torch.testing.assert_close(matmul(flat, flat.T), flat @ flat.T)  # the symmetric (syrk) case
-    w = torch.randn(3, 3, requires_grad=True)
-    assert matmul(w, w).requires_grad  # autograd goes through torch
-
-
-def test_matmul_nt_is_a_times_b_transposed_on_every_path(monkeypatch):
-    import importlib
-
-    lowrank = importlib.import_module("hydralib.merge.lowrank")
-    g = torch.Generator().manual_seed(5)
-    A = torch.randn(300, 512, generator=g)
-    X = torch.randn(40, 512, generator=g)
-    DY = torch.randn(300, 64, generator=g)
-    cases = [
-        (X, A),  # row-major weight (oneDNN where available)
-        (DY[:, 10:50].T, A.T),  # strided input, column-major weight
-        (X[:, :400], A[:, :400]),  # a column slice as weight: the plain product
-        (X[:3, :5], A[:4, :5]),  # too small for oneDNN
-        (X.double(), A.double()),  # float64: numpy
-    ]
-    for a, b in cases:
-        out = matmul_nt(a, b)
-        ref = a.double() @ b.double().T
-        assert out.shape == ref.shape and out.dtype == a.dtype
-        tol = 1e-12 if a.dtype == F64 else 1e-5
-        assert float((out.double() - ref).abs().max()) <= tol * float(ref.abs().max())
-        with monkeypatch.context() as m:  # without oneDNN: exactly matmul(a, b.T)
-            m.setattr(lowrank, "_ONEDNN_NT", False)
-            assert torch.equal(matmul_nt(a, b), matmul(a, b.T))
-
-
-def test_chunked_float64_products_equal_matmul64(monkeypatch):
-    import importlib
-
-    lowrank = importlib.import_module("hydralib.merge.lowrank")
-    g = torch.Generator().manual_seed(6)
-    x = torch.randn(7, 5, 33, generator=g)  # float32
-    v = torch.randn(4, 33, generator=g)
-    flat = x.reshape(35, 33)
-    for chunk in (1, 3 * 5 * 33 * 8, 1 << 21):  # one matrix (row) at a time, 3 with a shorter last chunk, all at once
-        monkeypatch.setattr(lowrank, "_CHUNK_BYTES", chunk)
-        for got, ref in ((gram64(x), matmul64(x, x.mT)), (gram64(x, transpose=True), matmul64(x.mT, x)),
-                         (matmul64_rows(flat, v.T), matmul64(flat, v.T))):
-            assert got.dtype == F64 and got.shape == ref.shape
-            torch.testing.assert_close(got, ref, rtol=1e-13, atol=1e-13)
-    x64 = x.double()
-    assert torch.equal(gram64(x64), matmul64(x64, x64.mT)) and torch.equal(matmul64_rows(flat.double(), v.T), matmul64(flat, v.T))

@@ -157,7 +157,7 @@ def text_report(result: dict) -> str:
     p = result.get("preset", {})
     lines = [f"{p.get('name')}: N={p.get('n_tasks')} adapters, r={p.get('rank')}, {p.get('n_layers')} layers, "
              f"d_model={p.get('d_model')}, d_kv={p.get('d_kv')} | device {m.get('device')} "
-             f"({m.get('gpu') or m.get('processor')}), threads {m.get('threads')}, "
+             f"({m.get('gpu') or m.get('cpu_model') or m.get('processor')}), threads {m.get('threads')}, "
              f"load {m.get('load_before')} -> {m.get('load_after')}", "", text_table(rows, header)]
     if result.get("targets"):
         lines += ["", text_table([[t["target"], _fmt(t["value"], ".3g"), "yes" if t["met"] else "NO"]

@@ -58,16 +58,11 @@ from .lowrank import (
     check_factors,
     delta_inner_products,
     delta_norms_sq,
-    empty_buffer,
     factored_top_eigen,
-    gram64,
-    matmul,
-    matmul64_rows,
-    matmul64,
-    to_float64,
     stacked_gram,
     top_eigen,
 )
+from .products import empty_buffer, gram64, matmul, matmul64, matmul64_rows, to_float64
 
 __all__ = [
     "ModuleSolution",
@@ -164,7 +159,7 @@ def _pad(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
 def _padded(As, Bs, dtype=None):
     """Stack factors padded to the largest rank: A ``(N, r_max, d_in)``, B ``(N, d_out, r_max)`` (zero rows/columns change no delta).
 
-    Copied once into :func:`~.lowrank.empty_buffer` memory, in ``dtype``
+    Copied once into :func:`~.products.empty_buffer` memory, in ``dtype``
     (default: the factors' dtype).
     """
     r_max = max(int(A.shape[0]) for A in As)
@@ -400,7 +395,7 @@ def solve_exact(
     (orthonormal rows), ``B'_k = M_k A'^T = sum_{i in k} c_i B_i (A_i A'^T)``.
     Everything reported is float64: the per-task energies from ``r x r``
     Grams, ``T = A' S^T S A'^T = sum_k W_k B'_k^T B'_k`` from ``Y = A_cat A'^T``
-    (float64 products, :func:`~.lowrank.gram64` and :func:`~.lowrank.matmul64_rows`), the loss
+    (float64 products, :func:`~.products.gram64` and :func:`~.products.matmul64_rows`), the loss
     ``energy - 2 tr(T) + tr(T A' A'^T)`` (the objective at A' and those heads;
     the stored heads are them rounded to the factors' dtype, which moves the
     loss only at second order), the eigenvalues as the Ritz values of

@@ -41,6 +41,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import AdapterError
+from .products import empty_buffer, matmul, matmul_nt
 
 __all__ = [
     "check_factors",
@@ -60,13 +61,6 @@ __all__ = [
     "TopEigen",
     "top_eigen",
     "SUBSPACE_MIN_SIZE",
-    "empty_buffer",
-    "to_float64",
-    "matmul64",
-    "gram64",
-    "matmul64_rows",
-    "matmul",
-    "matmul_nt",
     "FactoredEigen",
     "factored_top_eigen",
     "LowRankSVD",
@@ -526,190 +520,6 @@ def top_eigen(
 # ----------------------------------------------------------------------------- top eigenpairs of A^T D A on the factors
 
 
-#: numpy dtypes of the torch dtypes that :func:`empty_buffer` can back with numpy memory.
-_NUMPY_DTYPES = {torch.float32: "float32", torch.float64: "float64"}
-
-
-def empty_buffer(shape: Sequence[int], dtype: torch.dtype, device: torch.device | str | None = None) -> torch.Tensor:
-    """An uninitialised tensor for a large temporary or result; on the CPU, float32/float64 memory comes from numpy.
-
-    numpy asks the kernel for transparent huge pages on large arrays
-    (``madvise``) and torch's CPU allocator does not: on the benchmark machine
-    (a VM with THP in ``madvise`` mode) first touching fresh 4 KiB pages cost
-    about 0.4 ms per MiB, more than the arithmetic done on them. The tensor
-    shares the numpy array's memory (``torch.from_numpy``) and behaves like
-    any other CPU tensor. Other dtypes and devices use ``torch.empty``.
-    """
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    if device.type == "cpu" and dtype in _NUMPY_DTYPES:
-        import numpy as np
-
-        return torch.from_numpy(np.empty(tuple(int(x) for x in shape), dtype=_NUMPY_DTYPES[dtype]))
-    return torch.empty(tuple(int(x) for x in shape), dtype=dtype, device=device)
-
-
-def to_float64(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in float64 (``x`` itself when it already is; detached); a fresh copy in :func:`empty_buffer` memory otherwise."""
-    x = x.detach()
-    if x.dtype == torch.float64:
-        return x
-    out = empty_buffer(x.shape, torch.float64, x.device)
-    return out.copy_(x)
-
-
-def matmul64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` in float64 (batched like ``torch.matmul``; no autograd); pass float64 inputs to avoid conversions.
-
-    On the CPU the product runs through numpy's BLAS: for the skinny float64
-    products used here (``(N, r, d) @ (N, d, r)``, ``(n, d) @ (d, k)``) it was
-    about 3 times faster than torch's on the 2-core AMD EPYC machine of the
-    benchmark (torch's MKL takes a slow float64 path there). Other devices use
-    ``torch.matmul``.
-    """
-    a, b = to_float64(a), to_float64(b)
-    if a.device.type == "cpu" and b.device.type == "cpu":
-        import numpy as np
-
-        return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
-    return a @ b
-
-
-#: Bytes of float64 scratch that :func:`gram64` and :func:`matmul64_rows` fill at a time (about an L2 cache).
-_CHUNK_BYTES = 2 << 20
-
-
-def _float64_blocks(src):
-    """``(i, j, src[i:j] as float64)`` over the leading axis of the numpy array ``src``, in blocks of about
-    :data:`_CHUNK_BYTES`, converted into one reused float64 buffer (each block is overwritten by the next)."""
-    import numpy as np
-
-    n = int(src.shape[0])
-    row = max(1, int(np.prod(src.shape[1:], dtype=np.int64)) * 8)
-    step = max(1, _CHUNK_BYTES // row)
-    buf = np.empty((min(step, n), *src.shape[1:]), dtype=np.float64)
-    for i in range(0, n, step):
-        j = min(n, i + step)
-        chunk = buf[: j - i]
-        chunk[...] = src[i:j]
-        yield i, j, chunk
-
-
-def gram64(x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
-    """Batched float64 Grams of ``x`` ``(N, a, b)``: ``x_i x_i^T`` ``(N, a, a)``, or ``x_i^T x_i`` ``(N, b, b)`` with ``transpose``.
-
-    The products of ``matmul64(x, x.mT)`` (``matmul64(x.mT, x)``), the same
-    BLAS call per matrix; on the CPU a float32 ``x`` is converted a few
-    matrices at a time into one small float64 buffer rather than copied to
-    float64 as a whole (about 1.3 times faster for the ``(40, 32, 2048)``
-    stacks of the benchmark, and no large temporary).
-    """
-    x = x.detach()
-    if x.ndim != 3 or x.device.type != "cpu" or x.dtype not in _NUMPY_DTYPES or x.dtype == torch.float64:
-        return matmul64(x.mT, x) if transpose else matmul64(x, x.mT)
-    import numpy as np
-
-    N, a, b = (int(t) for t in x.shape)
-    size = b if transpose else a
-    out = np.empty((N, size, size), dtype=np.float64)
-    for i, j, chunk in _float64_blocks(x.numpy()):
-        if transpose:
-            np.matmul(chunk.transpose(0, 2, 1), chunk, out=out[i:j])
-        else:
-            np.matmul(chunk, chunk.transpose(0, 2, 1), out=out[i:j])
-    return torch.from_numpy(out)
-
-
-def matmul64_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` in float64 for 2-D ``a`` ``(n, k)`` and ``b`` ``(k, m)``: :func:`matmul64`'s product.
-
-    On the CPU a float32 ``a`` is converted a block of rows at a time into one
-    small float64 buffer (as in :func:`gram64`) instead of copied as a whole.
-    """
-    a = a.detach()
-    if (a.ndim != 2 or b.ndim != 2 or a.device.type != "cpu" or b.device.type != "cpu"
-            or a.dtype not in _NUMPY_DTYPES or a.dtype == torch.float64):
-        return matmul64(a, b)
-    import numpy as np
-
-    b64 = to_float64(b).numpy()
-    out = np.empty((int(a.shape[0]), int(b64.shape[1])), dtype=np.float64)
-    for i, j, chunk in _float64_blocks(a.numpy()):
-        np.matmul(chunk, b64, out=out[i:j])
-    return torch.from_numpy(out)
-
-
-def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` for 2-D (or batched) tensors of one float dtype; on the CPU through numpy's BLAS (no autograd).
-
-    The same product as ``torch.matmul``; see :func:`matmul64` for why numpy
-    (float32 skinny products: about 1.2 times faster on the benchmark machine;
-    ``x @ x.T`` becomes a symmetric rank-k update there, half the work).
-    """
-    if (a.device.type == "cpu" and b.device.type == "cpu" and a.dtype == b.dtype and a.dtype in _NUMPY_DTYPES
-            and not (a.requires_grad or b.requires_grad)):
-        import numpy as np
-
-        return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
-    return a @ b
-
-
-#: Whether oneDNN's inner product (``torch.ops.mkldnn._linear_pointwise``) works here; settled on first use.
-_ONEDNN_NT: bool | None = None
-
-#: Smallest product (multiply-adds) that :func:`matmul_nt` sends to oneDNN; below it the call overhead dominates.
-_ONEDNN_MIN_WORK = 1 << 20
-
-
-def _onednn_nt_available() -> bool:
-    """Whether oneDNN's float32 inner product may be used: it runs on this build with float32 accuracy (checked once,
-    on operands that bfloat16 would round) and oneDNN is not set to reduced-precision float32 products now."""
-    global _ONEDNN_NT
-    if _ONEDNN_NT is None:
-        ok = False
-        try:
-            if torch.backends.mkldnn.is_available():
-                x = 1 + torch.arange(6, dtype=torch.float64).reshape(2, 3) * 2.0**-20
-                w = 1 - torch.arange(12, dtype=torch.float64).reshape(4, 3) * 2.0**-20
-                out = torch.ops.mkldnn._linear_pointwise(x.float(), w.float(), None, "none", [], "")
-                ok = out.shape == (2, 4) and bool((out.double() - x @ w.T).abs().max() <= 1e-6)
-        except Exception:  # no oneDNN, or the private op changed
-            ok = False
-        _ONEDNN_NT = ok
-    if not _ONEDNN_NT:
-        return False
-    try:
-        return getattr(torch.backends.mkldnn.matmul, "fp32_precision", "none") in ("none", "ieee")
-    except Exception:
-        return False
-
-
-def _row_or_column_major(t: torch.Tensor) -> bool:
-    return t.is_contiguous() or t.T.is_contiguous()
-
-
-def matmul_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b.T`` for 2-D tensors ``a`` ``(m, k)``, ``b`` ``(n, k)`` of one float dtype (no autograd); a fresh ``(m, n)`` tensor.
-
-    The same product as :func:`matmul`; large float32 products on the CPU go
-    through oneDNN's inner product (the kernel of ``torch.nn.functional.linear``
-    for oneDNN weights), which runs AVX-512 code where numpy's OpenBLAS picks
-    its AVX2 kernels: the skinny ``(p, d) x (d, n)`` products of
-    :func:`factored_top_eigen` took about half the time on the benchmark
-    machine (an AMD EPYC). Ordinary float32 arithmetic (no reduced precision);
-    only the order of the sums differs. Other dtypes, devices, small or
-    oddly strided operands, and builds without oneDNN use :func:`matmul`.
-    """
-    if (a.dtype == torch.float32 and b.dtype == torch.float32 and a.device.type == "cpu" and b.device.type == "cpu"
-            and a.ndim == 2 and b.ndim == 2 and not (a.requires_grad or b.requires_grad)
-            and a.shape[0] * a.shape[1] * b.shape[0] >= _ONEDNN_MIN_WORK and a.shape[1] == b.shape[1]
-            and _row_or_column_major(b) and _onednn_nt_available()):
-        try:
-            return torch.ops.mkldnn._linear_pointwise(a.contiguous(), b, None, "none", [], "")
-        except RuntimeError:  # a layout oneDNN declines: the plain product below
-            pass
-    return matmul(a, b.T)
-
-
 @dataclass
 class FactoredEigen:
     """Top ``k'`` eigenpairs of ``M = A^T D A`` ``(d, d)`` found on the factors by :func:`factored_top_eigen`.
@@ -775,7 +585,7 @@ def factored_top_eigen(
     objective within ~1e-8 of its minimum, relative to the tail; the
     vectors then agree with the exact ones to ~1e-4), 1e-14 for float64.
     Works in A's dtype (float32 products are several times faster than
-    float64 ones; the large ones go through :func:`matmul_nt`, the start
+    float64 ones; the large ones go through :func:`~.products.matmul_nt`, the start
     ``Omega`` is drawn once per ``(n, p, seed)`` and kept). It gives up (``converged`` False)
     when the basis would outgrow ``min(n, d)``, after ``max_iter`` blocks, or
     when from the third block on the observed rate predicts no convergence
