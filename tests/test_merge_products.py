@@ -43,7 +43,10 @@ def test_numpy_backed_buffers_and_products_match_torch(blas):
     assert matmul64(a, b).dtype == F64
     torch.testing.assert_close(matmul(a, b), a @ b)
     flat = a.reshape(24, 50)
-    torch.testing.assert_close(matmul(flat, flat.T), flat @ flat.T)  # the symmetric (syrk) case
+    torch.testing.assert_close(matmul(flat, flat.T), flat @ flat.T)  # the symmetric (syrk) cases
+    torch.testing.assert_close(matmul(flat.T, flat), flat.T @ flat)
+    assert products._transposes(flat, flat.T) and products._transposes(flat.T, flat)
+    assert not products._transposes(flat, flat.clone().T) and not products._transposes(flat[:, :24], flat[:, :24])
     w = torch.randn(3, 3, requires_grad=True)
     assert matmul(w, w).requires_grad  # autograd goes through torch
 
