@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 import torch
 
 from hydralib.merge.products import (
     cpu_backends,
+    cpuinfo,
     cpu_vendor,
     empty_buffer,
     gram64,
@@ -108,6 +110,9 @@ def test_the_two_blas_backends_agree_to_rounding(monkeypatch):
 
 def test_backend_choices_follow_the_cpu_vendor(monkeypatch):
     assert cpu_vendor() in ("intel", "amd", "other")
+    assert cpuinfo("no such field") is None
+    if Path("/proc/cpuinfo").is_file():
+        assert cpuinfo("processor") == "0" and cpuinfo("vendor_id")
     for vendor, expected in (("intel", "torch" if torch.backends.mkl.is_available() else "numpy"), ("amd", "numpy"),
                              ("other", "numpy")):
         monkeypatch.setattr(products, "cpu_vendor", lambda v=vendor: v)

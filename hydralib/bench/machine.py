@@ -211,27 +211,17 @@ class MemoryProbe:
         return out
 
 
-def cpu_model() -> str | None:
-    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else ``None``."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def machine_info(device: str, threads: int) -> dict:
-    """Cores, torch threads, load average, device and library versions (JSON-ready)."""
+    """CPU model, cores, torch threads, load average, device and library versions (JSON-ready)."""
     import torch
+
+    from ..merge.products import cpu_backends, cpuinfo
 
     info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "processor": platform.processor() or platform.machine(),
-        "cpu_model": cpu_model(),
+        "cpu_model": cpuinfo("model name"),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "threads": int(threads),
@@ -247,8 +237,6 @@ def machine_info(device: str, threads: int) -> dict:
             info["memory_total_gib"] = round(int(fh.readline().split()[1]) / 2**20, 1)
     except OSError:  # pragma: no cover
         pass
-    from ..merge.products import cpu_backends
-
     info["cpu_backends"] = cpu_backends()  # which library runs each kind of CPU product of the exact solver
     for name in ("peft", "transformers", "numpy"):
         try:

@@ -47,6 +47,7 @@ __all__ = [
     "matmul64_rows",
     "matmul",
     "matmul_nt",
+    "cpuinfo",
     "cpu_vendor",
     "blas_backend",
     "cpu_backends",
@@ -56,18 +57,24 @@ __all__ = [
 _NUMPY_DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_vendor() -> str:
-    """``"intel"``, ``"amd"`` or ``"other"``: the CPU's vendor, from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
-    text = ""
+def cpuinfo(field: str) -> str | None:
+    """The value of the first ``field`` line of ``/proc/cpuinfo`` (e.g. ``"vendor_id"``, ``"model name"``); ``None``
+    where there is no such file or line (not Linux)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:
-                if line.startswith("vendor_id"):
-                    text = line
-                    break
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == field:
+                    return value.strip()
     except OSError:
         pass
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_vendor() -> str:
+    """``"intel"``, ``"amd"`` or ``"other"``: the CPU's vendor, from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    text = cpuinfo("vendor_id")
     if not text:
         import platform
 
