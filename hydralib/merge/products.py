@@ -11,8 +11,9 @@ fastest for them depends on the CPU: torch's MKL takes slow code paths on
 AMD CPUs and is the fastest on Intel ones, numpy's OpenBLAS sits in between,
 and oneDNN (torch's ``linear`` kernel) runs AVX-512 code on both. So
 :func:`matmul`, :func:`matmul64`, :func:`gram64` and :func:`matmul64_rows`
-use torch on Intel CPUs (when torch has MKL) and numpy elsewhere, and
-:func:`matmul_nt` uses oneDNN where it is available (measured on the
+use torch on Intel CPUs (when torch has MKL) and numpy elsewhere (a Gram
+``x @ x.T`` always numpy, whose symmetric rank-k update does half the work),
+and :func:`matmul_nt` uses oneDNN where it is available (measured on the
 project's two benchmark machines, one thread; see :func:`blas_backend`).
 Every choice computes the same product in the same dtype, so results agree
 to rounding; other devices (CUDA) always use torch.
