@@ -141,9 +141,10 @@ def _cpu(*tensors: torch.Tensor) -> bool:
     return all(t.device.type == "cpu" for t in tensors)
 
 
-def _product(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``a @ b`` (batched like ``torch.matmul``) of CPU tensors of one numpy dtype by :func:`blas_backend`, into ``out`` if given."""
-    if blas_backend() == "torch":
+def _product(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None, library: str | None = None) -> torch.Tensor:
+    """``a @ b`` (batched like ``torch.matmul``) of CPU tensors of one numpy dtype, into ``out`` if given, by
+    ``library`` (``"torch"`` or ``"numpy"``; default :func:`blas_backend`)."""
+    if (library or blas_backend()) == "torch":
         if out is None and a.ndim >= 2 and b.ndim >= 2:  # a result in empty_buffer (huge-page) memory
             batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
             out = empty_buffer((*batch, a.shape[-2], b.shape[-1]), a.dtype)
@@ -249,11 +250,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     if (a.device.type == "cpu" and b.device.type == "cpu" and a.dtype == b.dtype and a.dtype in _NUMPY_DTYPES
             and not (a.requires_grad or b.requires_grad)):
-        if _transposes(a, b):
-            import numpy as np
-
-            return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
-        return _product(a.detach(), b.detach())
+        return _product(a.detach(), b.detach(), library="numpy" if _transposes(a, b) else None)
     return a @ b
 
 
