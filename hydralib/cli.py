@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "hydralib.commands.analyze"),
     "merge": ("merge adapters: HydraOpt (bundle, optional per-task PEFT export) or a dW-space baseline",
               "hydralib.commands.merge"),
+    "compress": ("keep adapters in fewer bytes without merging: rank truncation, integer codes, ComPEFT signs or "
+                 "a shared basis (Compress then Serve); optional per-task PEFT export", "hydralib.commands.compress"),
     "evaluate": ("exact match of adapters (or the base model) on suite tasks, with an optional task -> adapter map",
                  "hydralib.commands.evaluate"),
     "train": ("train the adapter zoo of a preset (resumable: finished adapters are kept)", "hydralib.commands.train"),

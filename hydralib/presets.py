@@ -59,6 +59,8 @@ class Preset:
     vera_prng_key: int = 0
     train_steps: int = 100
     train_steps_by_job: tuple[tuple[str, str, int], ...] = ()
+    # the applications whose tasks the training-recipe sub-zoos (LoRA+, LoRA-FA) are trained on
+    recipe_applications: tuple[str, ...] = ("smart_reply", "tone_adjustment")
     batch_size: int = 16
     learning_rate: float = 2e-3
     vera_learning_rate: float = 1e-2
@@ -101,6 +103,7 @@ PRESETS: dict[str, Preset] = {
         n_validation=8,
         n_test=8,
         control_seeds=(1,),
+        recipe_applications=APPLICATIONS[:2],
     ),
     "default": Preset(
         # Sized for a 2-core CPU (bf16 autocast, 60 steps of 8 examples, about a minute per adapter).

@@ -116,3 +116,22 @@ def test_evaluate_mapping_and_transfer_matrix():
         assert matrix[i, j].item() == pytest.approx(scores[task]["exact_match"])
     base = evaluate(model, tokenizer, examples, progress=False)
     assert all(v["adapter"] is None for v in base.values())
+
+
+def test_graded_scores_agree_with_exact_match_and_count_answer_tokens():
+    from hydralib.suite.evaluation import answer_scores_ids, exact_match_ids
+    from conftest import tiny_llama
+
+    model = tiny_llama(seed=5)
+    g = torch.Generator().manual_seed(0)
+    pairs = [(torch.randint(3, 60, (int(n),), generator=g).tolist(), torch.randint(3, 60, (int(k),), generator=g).tolist())
+             for n, k in zip(torch.randint(2, 9, (23,), generator=g), torch.randint(1, 5, (23,), generator=g))]
+    exact, graded = answer_scores_ids(model, pairs, pad_id=0, batch_size=5)
+    assert torch.equal(exact, exact_match_ids(model, pairs, pad_id=0))
+    assert bool(((graded == 1) == exact).all()) and bool(((graded >= 0) & (graded <= 1)).all())
+    # make one answer exactly what the model predicts: graded 1 and exact
+    prompt = pairs[0][0]
+    with torch.no_grad():
+        nxt = int(model(torch.tensor([prompt])).logits[0, -1].argmax())
+    e, gr = answer_scores_ids(model, [(prompt, [nxt])], pad_id=0)
+    assert bool(e[0]) and float(gr[0]) == 1.0

@@ -59,14 +59,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="JSON file {task: {application, language}} for --heads <key> (every adapter needs an entry "
                         "with that key; other tasks may be listed); recorded in the bundle")
     p.add_argument("--export-peft", default=None, help="hydraopt: also write one PEFT LoRA directory per task here")
+    p.add_argument("--quantize", default=None, choices=["int8", "int4"],
+                   help="hydraopt: store the shared factor and heads as integer codes: --out receives one "
+                        "compressed.safetensors (read by hydralib.compress.load_compressed) instead of the bundle, "
+                        "and --export-peft the dequantized adapters")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(_parser=p)
+
+
+def _save_quantized(args, aset, result, codec: str, total: int, targets: dict) -> int:
+    """``--quantize``: ``--out`` gets the compressed file of ``result`` under ``codec``; ``targets`` (``{task:
+    directory}``, checked) the dequantized per-task adapters."""
+    from ..compress import adapter_file_bytes, from_hydraopt, relative_loss
+    from .compress import export_tasks
+
+    cset = from_hydraopt(result, codec)
+    file = cset.save(args.out, overwrite=args.overwrite)
+    size, reference = file.stat().st_size, adapter_file_bytes([aset.sources[t] for t in aset.tasks])
+    print(f"hydraopt: {result.n_heads} heads, side {args.side}, loss {result.total_loss:.4g} "
+          f"(floor {result.total_floor:.4g}, energy {result.total_energy:.4g}); storage {result.storage:,} "
+          f"numbers = {result.storage / total:.3f} of keeping all {len(aset.tasks)} adapters; stored {codec}: "
+          f"{size:,} bytes = {size / reference:.3f} of the adapters' {reference:,} bytes, relative loss "
+          f"{relative_loss(cset, aset):.4g}")
+    if targets:
+        export_tasks(cset, targets, args.overwrite)
+        print(f"wrote {file} ({codec}) and {len(targets)} PEFT director{'ies' if len(targets) != 1 else 'y'} under "
+              f"{args.export_peft}")
+    else:
+        print(f"wrote {file} ({codec})")
+    return EXIT_OK
 
 
 def run(args) -> int:
     from .. import storage
     from ..adapters import AdapterSet, load_adapters
     from ..atomic import check_writable
+    from .compress import check_task_dirs, usage_error
 
+    quantize = getattr(args, "quantize", None)
+    if quantize and args.method != "hydraopt":
+        usage_error(args, f"--quantize stores a HydraOpt result; it does not apply to --method {args.method}")
     check_writable(args.out, args.overwrite)
     if args.export_peft:
         check_writable(args.export_peft, args.overwrite)
@@ -87,11 +119,15 @@ def run(args) -> int:
                              f"(K must be 1 to {n})")
         if by_key:
             check_grouping_key(args.metadata, metadata, aset.tasks, heads)
+        # --quantize exports from the compressed set: every target is checked before computing
+        targets = check_task_dirs(args.export_peft, aset.tasks, args.overwrite) if quantize and args.export_peft else {}
         try:
             result = hydraopt(aset, heads=heads, rank=args.rank, side=args.side, solver=args.solver,
                               weighting=args.weighting, seed=args.seed, device="cpu")
         except (KeyError, ValueError) as exc:
             raise HydraError(f"hydraopt: {exc}") from None
+        if quantize:
+            return _save_quantized(args, aset, result, quantize, total, targets)
         result.save(args.out, overwrite=args.overwrite)
         print(f"hydraopt: {result.n_heads} heads, side {args.side}, loss {result.total_loss:.4g} "
               f"(floor {result.total_floor:.4g}, energy {result.total_energy:.4g}); storage {result.storage:,} "

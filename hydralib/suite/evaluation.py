@@ -100,6 +100,34 @@ def exact_match_ids(model, pairs: Sequence[tuple[list[int], list[int]]], pad_id:
     return torch.tensor(correct, dtype=torch.bool)
 
 
+@torch.no_grad()
+def answer_scores_ids(model, pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, batch_size: int = 50,
+                      compute_dtype: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pair exact match (bool, ``(n,)``) and fraction of answer tokens right (float, ``(n,)``), teacher forced.
+
+    The graded score counts the answer positions (end of sequence included) whose argmax is the gold
+    token, so partial retention shows where exact match is all or nothing. Pairs are batched in order of
+    length (less padding; results are returned in input order). Exact match equals :func:`exact_match_ids`'s.
+    """
+    device = next(model.parameters()).device
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    exact = torch.zeros(len(pairs), dtype=torch.bool)
+    graded = torch.zeros(len(pairs), dtype=torch.float64)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = [pairs[i] for i in idx]
+        input_ids, attention_mask, target_mask, targets = collate(batch, pad_id, device)
+        with compute_context(device, compute_dtype):
+            logits = answer_logits(model, input_ids, attention_mask, target_mask)
+        hits = (logits.argmax(-1) == targets).cpu()
+        offset = 0
+        for i, (_, answer) in zip(idx, batch):
+            row = hits[offset : offset + len(answer)]
+            exact[i], graded[i] = bool(row.all()), float(row.double().mean())
+            offset += len(answer)
+    return exact, graded
+
+
 def exact_match(model, tokenizer, examples: Sequence[Example], batch_size: int = 16,
                 progress: bool = False, compute_dtype: str | None = None) -> torch.Tensor:
     """Per-example exact match (bool tensor, one entry per example) by teacher forcing."""

@@ -38,13 +38,68 @@ RECORD_NAME = "training.json"
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How a LoRA is optimised; every recipe uses the zoo's data, steps, rank, batch, seed and schedule.
+
+    ``a_lr_divisor``: lora_A's learning rate is the zoo's divided by it (lora_B keeps the zoo's);
+    ``freeze_a``: lora_A keeps its initial value. ``optimizer``: the peft helper that builds it.
+    """
+
+    name: str
+    optimizer: str
+    a_lr_divisor: float = 1.0
+    freeze_a: bool = False
+    paper: str = ""
+
+
+RECIPES = {
+    "standard": Recipe("standard", "torch.optim.AdamW"),
+    "loraplus": Recipe("loraplus", "peft.optimizers.create_loraplus_optimizer", a_lr_divisor=16.0,
+                       paper="LoRA+, Hayou et al. 2024, arXiv:2402.12354"),
+    "loraplus4": Recipe("loraplus4", "peft.optimizers.create_loraplus_optimizer", a_lr_divisor=4.0,
+                        paper="LoRA+, Hayou et al. 2024, arXiv:2402.12354"),
+    "lorafa": Recipe("lorafa", "peft.optimizers.create_lorafa_optimizer", freeze_a=True,
+                     paper="LoRA-FA, Zhang et al. 2023, arXiv:2308.03303"),
+}
+
+
+def make_optimizer(peft_model, recipe: str, learning_rate: float, config=None):
+    """The optimiser of ``recipe`` (:data:`RECIPES`) for a LoRA ``peft_model``, built with peft's own helpers.
+
+    ``standard``: AdamW on every trainable tensor at ``learning_rate``. ``loraplus`` /
+    ``loraplus4``: :func:`peft.optimizers.create_loraplus_optimizer` with lora_A at
+    ``learning_rate / ratio`` and lora_B at ``learning_rate``. ``lorafa``:
+    :func:`peft.optimizers.create_lorafa_optimizer`, which sets ``requires_grad=False`` on every
+    lora_A (so A stays bit-identical to its initial value) and projects lora_B's gradient
+    with ``(A A^T)^-1`` (the LoRA-FA update); weight decay 0 everywhere, as the zoo.
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"hydralib.suite.training: unknown recipe {recipe!r}; choose from {sorted(RECIPES)}")
+    spec = RECIPES[recipe]
+    if spec.freeze_a:
+        from peft.optimizers import create_lorafa_optimizer
+
+        return create_lorafa_optimizer(peft_model, r=config.r, lora_alpha=config.lora_alpha, lr=learning_rate,
+                                       weight_decay=0.0)
+    if spec.a_lr_divisor != 1.0:
+        from peft.optimizers import create_loraplus_optimizer
+
+        return create_loraplus_optimizer(peft_model, torch.optim.AdamW, lr=learning_rate / spec.a_lr_divisor,
+                                         loraplus_lr_ratio=spec.a_lr_divisor, weight_decay=0.0)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+
+
+@dataclass(frozen=True)
 class AdapterJob:
-    """One adapter to train: ``kind`` is ``"lora"`` or ``"vera"``; ``group`` names its folder under the zoo root."""
+    """One adapter to train: ``kind`` is ``"lora"`` or ``"vera"``; ``group`` names its folder under the zoo root;
+    ``recipe`` a name in :data:`RECIPES` (LoRA only)."""
 
     task: str
     kind: str
     seed: int
     group: str
+    recipe: str = "standard"
 
     def directory(self, root: Path) -> Path:
         return Path(root) / self.group / self.task
@@ -62,6 +117,20 @@ def peft_config(preset, kind: str):
                           projection_prng_key=preset.vera_prng_key, save_projection=False, vera_dropout=0.0,
                           task_type="CAUSAL_LM")
     raise ValueError(f"hydralib.suite.training: unknown adapter kind {kind!r} (lora or vera)")
+
+
+def recipe_jobs(preset, recipes: Sequence[str] = ("loraplus", "lorafa")) -> list[AdapterJob]:
+    """The controlled sub-zoos: for each recipe other than ``standard``, a LoRA (seed ``preset.seed``) for every
+    task of ``preset.recipe_applications``, in folder ``<recipe>/`` (``standard`` is the zoo's ``lora`` group)."""
+    jobs = []
+    for recipe in recipes:
+        if recipe not in RECIPES:
+            raise ValueError(f"hydralib.suite.training: unknown recipe {recipe!r}; choose from {sorted(RECIPES)}")
+        if recipe == "standard":
+            continue
+        jobs += [AdapterJob(t, "lora", preset.seed, recipe, recipe) for t in preset.tasks
+                 if t.rsplit("-", 1)[0] in preset.recipe_applications]
+    return jobs
 
 
 def zoo_jobs(preset, kinds: Sequence[str] = ("lora", "control", "vera")) -> list[AdapterJob]:
@@ -88,13 +157,14 @@ def is_complete(directory: Path) -> bool:
 
 def train_adapter(model, tokenizer, examples: Sequence[Example], config, *, steps: int, batch_size: int,
                   learning_rate: float, seed: int, progress: bool = True, desc: str = "train",
-                  compute_dtype: str | None = None):
+                  compute_dtype: str | None = None, recipe: str = "standard"):
     """Wrap ``model`` with ``config`` (seeded), train on answer tokens only, return (peft_model, losses).
 
     Batches are drawn with a generator seeded by ``seed``; the loss is the
     mean cross-entropy of the answer tokens (prompt tokens are not trained on).
     ``compute_dtype`` (e.g. ``"bfloat16"``) runs the forward pass under autocast;
     the adapter weights and the optimiser stay fp32.
+    ``recipe``: the optimiser (:func:`make_optimizer`; LoRA only).
     The caller saves the adapter and calls ``peft_model.unload()``.
     """
     from peft import get_peft_model
@@ -103,8 +173,7 @@ def train_adapter(model, tokenizer, examples: Sequence[Example], config, *, step
     torch.manual_seed(seed)  # peft draws lora_A from the global generator
     peft_model = get_peft_model(model, config)
     peft_model.train()
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    optimizer = make_optimizer(peft_model, recipe, learning_rate, config)
     warmup, total = max(1, steps // 10), max(1, steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
@@ -125,6 +194,14 @@ def train_adapter(model, tokenizer, examples: Sequence[Example], config, *, step
         losses.append(float(loss.detach()))
     peft_model.eval()
     return peft_model, losses
+
+
+def recipe_record(recipe: str, learning_rate: float) -> dict:
+    """What ``training.json`` records of a recipe: its settings and the learning rates of lora_A and lora_B."""
+    spec = RECIPES[recipe]
+    return {"name": spec.name, "optimizer": spec.optimizer, "freeze_a": spec.freeze_a,
+            "a_lr_divisor": spec.a_lr_divisor, "lr_lora_A": 0.0 if spec.freeze_a else learning_rate / spec.a_lr_divisor,
+            "lr_lora_B": learning_rate, "paper": spec.paper}
 
 
 def _save(peft_model, directory: Path, record: dict, overwrite: bool) -> Path:
@@ -167,11 +244,13 @@ def train_jobs(preset, root: str | Path, jobs: Sequence[AdapterJob], splits: Map
             peft_model, losses = train_adapter(
                 model, tokenizer, splits[job.task].train, config, steps=preset.steps_for(job.group, job.task),
                 batch_size=preset.batch_size, learning_rate=lr, seed=job.seed,
-                progress=progress, desc=f"{job.group}/{job.task}", compute_dtype=preset.compute_dtype)
+                progress=progress, desc=f"{job.group}/{job.task}", compute_dtype=preset.compute_dtype,
+                recipe=job.recipe)
             record = {"task": job.task, "kind": job.kind, "seed": job.seed, "group": job.group,
                       "preset": preset.name, "base_model": preset.base_model, "steps": preset.steps_for(job.group, job.task),
                       "batch_size": preset.batch_size, "learning_rate": lr, "compute_dtype": preset.compute_dtype,
-                      "n_train": preset.n_train, "losses": losses, "seconds": time.perf_counter() - start,
+                      "n_train": preset.n_train, "losses": losses,
+                      **({"recipe": recipe_record(job.recipe, lr)} if job.kind == "lora" else {}), "seconds": time.perf_counter() - start,
                       "device": str(device), "torch_threads": torch.get_num_threads(), "command": command}
             _save(peft_model, job.directory(root), record, overwrite=not resume)
             peft_model.unload()

@@ -1,0 +1,137 @@
+"""Training recipes (standard, LoRA+, LoRA-FA): each optimiser moves what it should, records, and sharing A.
+
+Stock peft builds the optimisers; these tests check what they do to a tiny Llama's LoRA.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hydralib.presets import get_preset
+from hydralib.suite import training
+
+
+def _peft_model(seed=0):
+    from peft import LoraConfig, get_peft_model
+
+    from conftest import tiny_llama
+
+    base = tiny_llama(seed=1)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    torch.manual_seed(seed)
+    return get_peft_model(base, config), config
+
+
+def _step(model, optimizer, steps=3):
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        ids = torch.randint(0, model.config.vocab_size, (2, 6), generator=g)
+        loss = model(input_ids=ids, labels=ids).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def _params(model, key):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if key in n}
+
+
+@pytest.mark.parametrize("recipe", ["standard", "loraplus", "lorafa"])
+def test_each_recipe_updates_exactly_the_parameters_it_should(recipe):
+    model, config = _peft_model()
+    before_a, before_b = _params(model, "lora_A"), _params(model, "lora_B")
+    others = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    optimizer = training.make_optimizer(model, recipe, 1e-2, config)
+    _step(model, optimizer)
+    after_a, after_b = _params(model, "lora_A"), _params(model, "lora_B")
+    assert all(not torch.equal(before_b[n], after_b[n]) for n in before_b)  # B always learns
+    moved_a = [float((after_a[n] - before_a[n]).norm() / before_a[n].norm()) for n in before_a]
+    if recipe == "lorafa":
+        assert all(torch.equal(before_a[n], after_a[n]) for n in before_a)  # bit-identical
+    else:
+        assert all(m > 0 for m in moved_a)
+    assert all(torch.equal(p, dict(model.named_parameters())[n].detach()) for n, p in others.items())
+
+
+def test_loraplus_gives_lora_a_the_divided_learning_rate():
+    model, config = _peft_model()
+    optimizer = training.make_optimizer(model, "loraplus", 1.6e-2, config)
+    rates = {}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            rates[names[id(p)]] = group["lr"]
+    a = {lr for n, lr in rates.items() if "lora_A" in n}
+    b = {lr for n, lr in rates.items() if "lora_B" in n}
+    assert len(a) == len(b) == 1 and a.pop() == pytest.approx(1e-3) and b.pop() == pytest.approx(1.6e-2)
+
+
+def test_unknown_recipes_are_refused():
+    model, config = _peft_model()
+    with pytest.raises(ValueError, match="unknown recipe"):
+        training.make_optimizer(model, "sgd", 1e-2, config)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        training.recipe_jobs(get_preset("tiny"), ("sgd",))
+
+
+def test_recipe_jobs_cover_the_recipe_applications_in_their_own_folders():
+    preset = get_preset("default")
+    jobs = training.recipe_jobs(preset)
+    assert {j.group for j in jobs} == {"loraplus", "lorafa"} and all(j.recipe == j.group for j in jobs)
+    assert len(jobs) == 2 * len(preset.recipe_applications) * len(preset.languages)
+    assert training.recipe_jobs(preset, ("standard",)) == []
+
+
+def test_committed_recipe_adapters_record_the_recipe_and_steps_their_preset_gives():
+    from hydralib.suite.artifacts import zoo_dir
+    from hydralib.suite.training import RECORD_NAME, is_complete
+
+    preset = get_preset("default")
+    root = zoo_dir(preset) / "adapters"
+    checked = 0
+    for job in training.recipe_jobs(preset, ("loraplus", "lorafa", "loraplus4")):
+        d = job.directory(root)
+        if not is_complete(d):
+            continue
+        record = json.loads((d / RECORD_NAME).read_text())
+        assert record["recipe"] == training.recipe_record(job.recipe, preset.learning_rate)
+        assert record["steps"] == preset.steps_for(job.group, job.task) == len(record["losses"])
+        assert (record["seed"], record["batch_size"], record["learning_rate"]) == (
+            preset.seed, preset.batch_size, preset.learning_rate)
+        checked += 1
+    if checked == 0:
+        pytest.skip("no recipe adapters committed")
+
+
+def test_lorafa_adapters_of_one_seed_share_a_exactly_and_hydraopt_reconstructs_them(tmp_path):
+    """LoRA-FA keeps every lora_A at the seed's initial value, so one A' and K = N heads at r' = r are exact."""
+    from hydralib import load_adapters
+    from hydralib.merge import hydraopt
+    from hydralib.suite.models import build_tiny_model
+    from hydralib.suite.tasks import make_task
+
+    preset = get_preset("tiny")
+    model, tokenizer = build_tiny_model(seed=0)
+    model.name_or_path = "tiny"
+    dirs = []
+    for i, task in enumerate(preset.tasks[:3]):
+        examples = make_task(task, n_train=16, n_validation=2, n_test=2).train
+        peft_model, _ = training.train_adapter(model, tokenizer, examples, training.peft_config(preset, "lora"),
+                                               steps=3, batch_size=4, learning_rate=5e-2, seed=0, progress=False,
+                                               recipe="lorafa")
+        peft_model.save_pretrained(str(tmp_path / task))
+        peft_model.unload()
+        dirs.append(tmp_path / task)
+    aset = load_adapters(dirs)
+    result = hydraopt(aset, heads="task", rank=preset.lora_rank, progress=False)
+    worst = 0.0
+    for t in aset.tasks:
+        for m in aset.modules:
+            A, B, s = aset.factors(t, m)
+            a, b, _ = result.factors(t, m)
+            dw = s * B.double() @ A.double()
+            worst = max(worst, float((b.double() @ a.double() - dw).norm() / dw.norm().clamp_min(1e-30)))
+    assert worst < 1e-6
