@@ -13,7 +13,7 @@ TORCH_INDEX ?=
 MATHJAX_VERSION := 3.2.2
 MATHJAX := _mathjax/mathjax/tex-mml-chtml.js
 
-.PHONY: setup book test test-all zoo frontier vera-frontier clean
+.PHONY: setup book test test-all zoo frontier vera-frontier storage-frontier recipes clean
 
 setup: $(STAMP) $(MATHJAX)
 
@@ -65,3 +65,15 @@ frontier: setup $(SMOLLM2)
 # The same for the zoo's VeRA adapters (data/results/vera-frontier.json); needs the VeRA zoo (`make zoo`).
 vera-frontier: setup $(SMOLLM2)
 	$(BIN)/python -m hydralib.suite.vera_frontier --recompute --workers $(WORKERS)
+
+# Every way to store the zoo in fewer bytes, scored on all test examples (data/results/storage-frontier.json;
+# about 10 CPU-minutes a point on a 2-core CPU).
+storage-frontier: setup $(SMOLLM2)
+	$(BIN)/python -m hydralib.suite.storage_frontier --recompute --workers $(WORKERS)
+
+# The training-recipe sub-zoos (LoRA-FA, LoRA+; resumable) and their drift / sharing measurements
+# (data/results/recipes.json). RECIPES=lorafa,loraplus picks the recipes.
+RECIPES ?= lorafa
+recipes: setup $(SMOLLM2)
+	for i in $$(seq 0 $$(($(WORKERS) - 1))); do OMP_NUM_THREADS=1 $(BIN)/python -m hydralib.suite.recipes train --recipes $(RECIPES) --worker $$i/$(WORKERS) & done; wait
+	$(BIN)/python -m hydralib.suite.recipes measure --recipes standard,$(RECIPES) --workers $(WORKERS)

@@ -21,7 +21,8 @@ MANIFEST_NAME = "MANIFEST.json"
 
 #: Folders of per-method row caches (resuming an interrupted frontier run): not artefacts, not committed
 #: (``.gitignore``), not in the manifest. The frontier JSON next to them is the artefact.
-CACHE_DIRS = ("results/frontier-rows/", "results/vera-frontier-rows/")
+CACHE_DIRS = ("results/frontier-rows/", "results/vera-frontier-rows/", "results/storage-frontier-rows/",
+              "results/recipes-rows/")
 
 #: The command that writes each committed results file (paths relative to ``data/``); a JSON file that records
 #: its own top-level ``"command"`` (the benchmark outputs) says that instead.
@@ -29,6 +30,8 @@ RESULT_COMMANDS = {
     "results/zoo.json": "make zoo  (python -m hydralib.suite.zoo --root data/adapters --results data/results/zoo.json)",
     "results/frontier.json": "make frontier  (python -m hydralib.suite.frontier --recompute)",
     "results/vera-frontier.json": "make vera-frontier  (python -m hydralib.suite.vera_frontier --recompute)",
+    "results/storage-frontier.json": "make storage-frontier  (python -m hydralib.suite.storage_frontier --recompute)",
+    "results/recipes.json": "make recipes  (python -m hydralib.suite.recipes measure --recompute)",
 }
 
 
