@@ -135,3 +135,75 @@ def test_lorafa_adapters_of_one_seed_share_a_exactly_and_hydraopt_reconstructs_t
             dw = s * B.double() @ A.double()
             worst = max(worst, float((b.double() @ a.double() - dw).norm() / dw.norm().clamp_min(1e-30)))
     assert worst < 1e-6
+
+
+@pytest.fixture(scope="module")
+def tiny_recipes(tmp_path_factory):
+    import os
+
+    os.environ["HYDRALIB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    from hydralib.suite import recipes
+
+    preset = get_preset("tiny")
+    recipes.train_recipes(preset, ("lorafa",), progress=False)
+    yield preset, recipes.recipe_results(preset, ("standard", "lorafa"), n_eval=4, progress=False)
+    os.environ.pop("HYDRALIB_CACHE")
+
+
+def test_lorafa_drift_is_zero_and_its_a_side_is_shared_exactly(tiny_recipes):
+    _, result = tiny_recipes
+    fa, std = result["recipes"]["lorafa"], result["recipes"]["standard"]
+    assert fa["structure"]["drift_max"] == 0.0 and std["structure"]["drift_mean"] > 0
+    assert fa["structure"]["overlap_a"] == pytest.approx(1.0, abs=1e-9)
+    full = next(p for p in fa["points"] if p["name"].startswith("hydraopt-task-r") and
+                p["params"]["rank"] == get_preset("tiny").lora_rank)
+    assert full["relative_loss"] < 1e-6  # one A' and a head per task reproduce every LoRA-FA adapter
+    assert fa["recipe"]["freeze_a"] and fa["recipe"]["lr_lora_A"] == 0.0
+    assert set(fa["stats"]["methods"]) == {p["name"] for p in fa["points"]}
+
+
+def test_recipe_results_are_reused_by_hash(tiny_recipes, monkeypatch):
+    from hydralib.suite import recipes
+
+    preset, result = tiny_recipes
+    monkeypatch.setattr(recipes, "_point_row", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    assert recipes.recipe_results(preset, ("standard", "lorafa"), n_eval=4, stored_only=True)["hash"] == result["hash"]
+    assert recipes.recipe_results(preset, ("standard", "lorafa"), n_eval=3, stored_only=True) is None
+
+
+def _synthetic_recipes(keep_fa=0.99):
+    """A recipes result with known hits: standard's shared-A setting loses, LoRA-FA's keeps ``keep_fa``."""
+    import numpy as np
+
+    from hydralib.stats import summarise
+
+    rng = np.random.default_rng(0)
+    ref = {f"t{i}": rng.random(100) < 0.9 for i in range(4)}
+
+    def row(name, keep, size, params=None, base=ref):
+        hits = {t: h & (rng.random(100) < keep) for t, h in base.items()}
+        return {"name": name, "params": params or {}, "relative_bytes": size, "relative_loss": 1 - keep,
+                "scores": {t: {"hits": "".join("1" if x else "0" for x in h), "graded": 0.5} for t, h in hits.items()}}
+
+    out = {"recipes": {}}
+    for recipe, keep, drift in (("standard", 0.7, 0.99), ("lorafa", keep_fa, 0.0)):
+        own = row("individual", 1.0, 1.0)
+        own_hits = {t: np.frombuffer(v["hits"].encode(), np.uint8) == ord("1") for t, v in own["scores"].items()}
+        pts = [own, row("hydraopt-task-r8", keep, 0.5, {"heads": "task", "rank": 8}, own_hits),
+               row("int4", 1.0, 0.25, {"codec": "int4"}, own_hits)]
+        out["recipes"][recipe] = {"structure": {"drift_mean": drift, "drift_min": drift, "drift_max": drift,
+                                                "overlap_a": 1 - drift, "overlap_b": 0.05},
+                                  "points": pts, "stats": summarise(pts, B=300), "recipe": {}, "training_seconds": 1}
+    return out
+
+
+def test_verdicts_name_the_recipe_that_reaches_the_papers_regime():
+    from hydralib.suite import recipes_report as report
+
+    v = report.verdicts(_synthetic_recipes())
+    assert [(p["recipe"], p["name"]) for p in v["reach"]] == [("lorafa", "hydraopt-task-r8")]
+    assert v["drift"]["lorafa"] == 0.0 and v["own"]["lorafa"]["versus_reference"] is not None
+    text = " ".join(report.finding_lines(_synthetic_recipes()))
+    assert "is reached** by `lorafa` / `hydraopt-task-r8`" in text and "at most 0.000" in text
+    assert "train with `lorafa`" in report.advice(_synthetic_recipes())
+    assert "not reached" in " ".join(report.finding_lines(_synthetic_recipes(keep_fa=0.6)))
