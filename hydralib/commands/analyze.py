@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-
 from pathlib import Path
 
 from ..errors import HydraError
 from .common import EXIT_OK, read_json_object, read_metadata
 
-# init_lora_weights values whose lora_A comes from the torch RNG alone (the others read the base weights or data)
-_RNG_INITS = (True, False, "gaussian", "orthogonal")
 # adapter_config.json keys that change the initial lora_A; all adapters must agree on them
 _INIT_KEYS = ("r", "rank_pattern", "init_lora_weights")
 
@@ -57,7 +54,8 @@ def _init_lora_config(aset):
                                  f"{other.get(key)!r} differs from {config.get(key)!r} in {path}; --init-seed "
                                  "regenerates one initial lora_A for all adapters")
     init = config.get("init_lora_weights", True)
-    if init not in _RNG_INITS or isinstance(init, (int, float)) and not isinstance(init, bool):
+    # inits whose lora_A comes from the torch RNG alone (the others read the base weights or data), as peft tests them
+    if not (isinstance(init, bool) or isinstance(init, str) and (init.lower() == "gaussian" or init == "orthogonal")):
         raise HydraError(f"{path}: init_lora_weights={init!r} does not draw lora_A from the torch seed alone, so "
                          "--init-seed cannot regenerate it (supported: true, false, 'gaussian', 'orthogonal')")
     try:
@@ -106,7 +104,8 @@ def _base_shapes(directory: Path) -> tuple[dict[str, tuple[int, int]], Path]:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError... for configs it cannot use
-        raise HydraError(f"{path}: cannot build a causal LM from it ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise HydraError(f"{path}: cannot build a causal LM from it "
+                         f"({type(exc).__name__}: {_first_line(exc)})") from None
     return linear_shapes(model), path
 
 
@@ -142,29 +141,25 @@ def _initial_lora_a(args, aset) -> dict:
         raise HydraError(f"{config_path}: peft cannot regenerate the initial lora_A ({_first_line(exc)})") from None
 
 
-def _init_distance(aset, init_a, seed: int, modules, base: dict) -> dict:
-    """summary.json's ``init_distance``: ``seed``, ``overall``, ``by_task`` and ``by_projection`` means."""
+def _init_distance(aset, init_a, seed: int, modules) -> dict:
+    """summary.json's ``init_distance``: mean ``||A - A0|| / ||A0||`` with its ``seed``, ``overall`` (as in
+    :func:`~hydralib.analysis.summarise_asymmetry`), ``by_task`` (over modules) and ``by_projection``."""
     import numpy as np
 
-    from ..analysis import adapter_init_distance
+    from ..analysis import adapter_init_distance, aggregate
 
     try:
         dist = adapter_init_distance(aset, init_a, modules=modules, tasks=aset.tasks)
-    except ValueError as exc:
+    except ValueError as exc:  # a shape disagreement: name the file
         first = aset.tasks[0]
         raise HydraError(f"{aset.sources.get(first, first)}: {exc}") from None
-    by_task = {t: float(np.mean([dist[m][i] for m in modules])) for i, t in enumerate(aset.tasks)}
-    overall = base.get("overall") if base else None
-    if overall is None:
-        overall = float(np.mean([dist[m] for m in modules]))
-    out = {"seed": seed, "overall": overall, "by_task": by_task}
-    if base and "by_projection" in base:
-        out["by_projection"] = base["by_projection"]
-    else:
-        from ..analysis import aggregate
-
-        out["by_projection"] = aggregate({m: float(np.mean(v)) for m, v in dist.items()}, by="projection")
-    return out
+    means = {m: float(np.mean(v)) for m, v in dist.items()}
+    return {
+        "seed": seed,
+        "overall": aggregate(means, by="all")["all"],
+        "by_task": {t: float(np.mean([dist[m][i] for m in modules])) for i, t in enumerate(aset.tasks)},
+        "by_projection": aggregate(means, by="projection"),
+    }
 
 
 def run(args) -> int:
@@ -176,9 +171,9 @@ def run(args) -> int:
     from .. import plotting
     from ..adapters import load_adapters
     from ..analysis import analyse_adapters, cluster_tasks, summarise_asymmetry, to_jsonable
-    from .compress import usage_error
     from ..analysis import figures
     from ..atomic import atomic_dir, check_writable
+    from .compress import usage_error
 
     init_seed = getattr(args, "init_seed", None)
     if getattr(args, "base_model", None) is not None and init_seed is None:
@@ -192,8 +187,7 @@ def run(args) -> int:
     similarity, spectra = analyse_adapters(aset, q=args.q, progress=True)
     summary = summarise_asymmetry(aset, q=args.q, similarity=similarity, spectra=spectra)
     if init_a is not None:
-        summary["init_distance"] = to_jsonable(
-            _init_distance(aset, init_a, init_seed, list(similarity.modules), summary.get("init_distance")))
+        summary["init_distance"] = to_jsonable(_init_distance(aset, init_a, init_seed, list(similarity.modules)))
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp, plotting.book_style():
         (tmp / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n", encoding="utf-8")
         for kind in ("overlap", "cosine", "cka"):

@@ -112,6 +112,8 @@ def findings(preset=None) -> dict:
     f = {"n": len(own), "model": preset.base_model, "rank": preset.lora_rank,
          "own_em": sum(own) / len(own), "base_em": sum(base) / len(base),
          "asymmetry": asymmetry_findings(preset), "frontier": None, "reconstruction": None}
+    f["storage"] = storage_findings(preset)
+    f["recipes"] = recipe_findings(preset)
     result = frontier_results(preset, progress=False, stored_only=True)
     if result is None:
         f["reconstruction"] = reconstruction_findings(preset)
@@ -129,6 +131,68 @@ def findings(preset=None) -> dict:
         "sides": (sides["winner"], sides["a_wins"], sides["b_wins"], sides["budgets"]),
     }
     return f
+
+
+def storage_findings(preset) -> dict | None:
+    """The storage frontier's headline when its results are stored: int4 per adapter, the smallest budget keeping
+    0.98, and HydraOpt's best point (each with its 95 % interval); None otherwise."""
+    from .storage_frontier import storage_frontier_results
+    from .storage_report import points, verdicts
+
+    result = storage_frontier_results(preset, progress=False, stored_only=True)
+    if result is None:
+        return None
+    pts = {p["name"]: p for p in points(result)}
+    hydra = [p for p in pts.values() if p["family"] in ("hydraopt", "hydraopt+q")]
+    v = verdicts(result)
+    return {"int4": pts.get("int4"), "smallest": v["smallest_at_target"], "hydra": max(hydra, key=lambda p: p["relative"]),
+            "hydra_on_front": v["hydraopt_on_front"]}
+
+
+def recipe_findings(preset) -> dict | None:
+    """The recipe experiment's headline when stored: drift and HydraOpt (one head per task, r' = r) per recipe."""
+    from .recipes import BOOK_RECIPES, recipe_results
+    from .recipes_report import points
+
+    result = recipe_results(preset, BOOK_RECIPES, progress=False, stored_only=True)
+    if result is None:
+        return None
+    full = f"hydraopt-task-r{preset.lora_rank}"
+    return {p["recipe"]: p for p in points(result) if p["name"] == full}
+
+
+def _ci(p: dict) -> str:
+    return f"{p['relative']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
+
+
+def storage_sentence(f: dict) -> str:
+    """Third sentence: what to do with a byte budget (empty without stored storage-frontier results)."""
+    st = f.get("storage")
+    if not st:
+        return ""
+    parts = []
+    if st["int4"]:
+        parts.append(f"kept apart, every adapter quantized to int4 keeps a relative performance of "
+                     f"{_ci(st['int4'])} (95 % CI) at {_pct(st['int4']['relative_bytes'])} of the bytes")
+    if st["smallest"]:
+        parts.append(f"the smallest file that keeps 0.98 is {st['smallest']['name']} at "
+                     f"{_pct(st['smallest']['relative_bytes'])} ({_ci(st['smallest'])})")
+    h = st["hydra"]
+    parts.append(f"HydraOpt's best point is {h['name']} ({_ci(h)} at {_pct(h['relative_bytes'])}), "
+                 + ("on the Pareto front" if st["hydra_on_front"] else "off the Pareto front"))
+    text = "; ".join(parts) + "."
+    return text[0].upper() + text[1:]
+
+
+def recipe_sentence(f: dict) -> str:
+    """Fourth sentence: whether freezing lora_A (LoRA-FA) makes sharing A work (empty without stored results)."""
+    rec = f.get("recipes")
+    if not rec or "standard" not in rec or len(rec) < 2:
+        return ""
+    parts = [f"{name} (lora_A drift {p['drift']:.2f}) {_ci(p)}" for name, p in rec.items()]
+    some = next(iter(rec.values()))
+    return (f"With a shared A' and one head per task at {_pct(some['relative_bytes'])} of the bytes, relative "
+            f"performance is " + "; ".join(parts) + ", by training recipe.")
 
 
 def figure_path(f: dict) -> str:
@@ -199,7 +263,9 @@ def merging_sentence(f: dict) -> str:
 def readme_block(f: dict) -> str:
     """The two sentences (Markdown) and the figure link, from :func:`findings`."""
     alt = "The efficiency-performance frontier" if f["frontier"] else "Subspace overlap by seed (seed control)"
-    return f"{START}\n{asymmetry_sentence(f)} {merging_sentence(f)}\n\n![{alt}]({figure_path(f)})\n{END}"
+    extra = " ".join(x for x in (storage_sentence(f), recipe_sentence(f)) if x)
+    return (f"{START}\n{asymmetry_sentence(f)} {merging_sentence(f)}" + (f" {extra}" if extra else "")
+            + f"\n\n![{alt}]({figure_path(f)})\n{END}")
 
 
 def frontier_figure(path: str | Path, preset=None) -> Path:

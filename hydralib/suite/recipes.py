@@ -204,14 +204,15 @@ def recipe_results(preset=None, recipes=("standard",) + DEFAULT_RECIPES, n_eval:
     from ..atomic import atomic_file
     from ..presets import get_preset
     from ..stats import summarise
-    from .artifacts import results_path
-    from .training import RECORD_NAME
-
-    from .artifacts import ensure_zoo
+    from .artifacts import ensure_zoo, results_path
+    from .training import RECORD_NAME, is_complete, recipe_jobs
 
     preset = preset if hasattr(preset, "tasks") else get_preset(preset)
     ensure_zoo(preset, kinds=("lora",), results=False)
     path = results_path(preset, "recipes")
+    tasks = [j.task for j in recipe_jobs(preset, ("loraplus",))]
+    if stored_only and not all(is_complete(d) for r in recipes for d in _directories(preset, r, tasks)):
+        return None
     expected = _hash(preset, recipes, n_eval)
     if path.is_file() and not recompute:
         stored = json.loads(path.read_text(encoding="utf-8"))
