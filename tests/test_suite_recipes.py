@@ -207,3 +207,13 @@ def test_verdicts_name_the_recipe_that_reaches_the_papers_regime():
     assert "is reached** by `lorafa` / `hydraopt-task-r8`" in text and "at most 0.000" in text
     assert "train with `lorafa`" in report.advice(_synthetic_recipes())
     assert "not reached" in " ".join(report.finding_lines(_synthetic_recipes(keep_fa=0.6)))
+
+
+def test_hydralib_train_recipe_trains_the_sub_zoo_with_that_optimiser(tmp_path):
+    from hydralib.cli import main
+
+    assert main(["train", "--preset", "tiny", "--out", str(tmp_path), "--recipe", "lorafa",
+                 "--tasks", get_preset("tiny").tasks[0]]) == 0
+    record = json.loads((tmp_path / "lorafa" / get_preset("tiny").tasks[0] / "training.json").read_text())
+    assert record["recipe"]["name"] == "lorafa" and record["recipe"]["freeze_a"] is True
+    assert record["group"] == "lorafa"

@@ -51,7 +51,7 @@ class StorageSpec:
 def storage_methods(preset) -> list[StorageSpec]:
     """The points scored (most telling first, so that a partial run has them): the reference; quantization at
     8/4/3/2 bits; truncation; HydraOpt with one head per task at r' = r, fp16 and int4; truncation + int4;
-    Compress then Serve (diagonal); ComPEFT; one-head HydraOpt at 4r; the best tuned merge (DARE-TIES).
+    Compress then Serve (diagonal); ComPEFT; the best tuned merge (DARE-TIES).
 
     Each point costs about 10 CPU-minutes on the default zoo (40 tasks x 100 test examples); the list is
     cut to what a 2-core run affords, and the HydraOpt grid (:func:`hydraopt_grid`) adds heads x rank as
@@ -69,7 +69,6 @@ def storage_methods(preset) -> list[StorageSpec]:
         S("truncate-r1+int4", "truncate", {"rank": 1, "codec": "int4"}),
         S(f"jd-diag-c{8 * r}", "jd", {"c": 8 * r, "diagonal": True}),
         S("compeft-0.3", "compeft", {"density": 0.3}),
-        S(f"hydraopt-1-r{4 * r}", "hydraopt", {"heads": 1, "rank": 4 * r}),
         S("dare_ties", "merge", {"method": "dare_ties", "rank": r}),
     ])
 
