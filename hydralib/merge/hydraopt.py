@@ -582,7 +582,7 @@ class Solver:
 SOLVERS: dict[str, Solver] = {
     "exact": Solver(
         "exact", solve_exact,
-        "Eckart & Young (1936), Psychometrika 1(3); closed form of DESIGN.md section 3",
+        "Eckart & Young (1936), Psychometrika 1(3); closed form derived in the book's chapter *HydraOpt step by step*",
         "top-r' eigenvectors of the Gram matrix of the stacked group means, in factored form "
         "(block Krylov on the stacked lora_A, or an R x R eigenproblem)",
     ),

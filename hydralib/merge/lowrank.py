@@ -314,7 +314,7 @@ def stacked_gram(
     group_index: Sequence[int],
     n_groups: int,
 ) -> StackedGram:
-    """``(SQ)^T (SQ)`` of DESIGN.md section 3 from ``r x r`` Gram blocks, on the factors.
+    """``(SQ)^T (SQ)`` of the factored exact solution (book chapter *HydraOpt step by step*) from ``r x r`` Gram blocks, on the factors.
 
     A_i ``(r_i, d_in)``, B_i ``(d_out, r_i)``, scalings s_i, weights w_i > 0,
     ``group_index[i]`` in ``0..n_groups-1``. With ``C_i = A_i Q`` and

@@ -1,4 +1,4 @@
-"""The embedded workload: base models and the 5 x 8 multilingual task suite (DESIGN.md section 4).
+"""The embedded workload: base models and the 5 x 8 multilingual task suite (the book's chapter *The adapter zoo*).
 
 * :mod:`hydralib.suite.models` -- :func:`~hydralib.suite.models.load_base_model` for the
   ``tiny`` (random Llama, byte tokenizer), ``default`` (SmolLM2-135M-Instruct from the

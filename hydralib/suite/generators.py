@@ -14,7 +14,7 @@ function of its seed. The words come from data that PyPI packages carry:
 Only the closed-class words that glue a sentence together (frames,
 prepositions, verb forms, a few nouns) are written here by hand, per language;
 an answer follows from its prompt by rules and templates, never from facts the
-prompt does not contain (see DESIGN.md section 4).
+prompt does not contain (see the book's chapter *The adapter zoo*, section *The task suite*).
 
 The five applications and the mapping each one asks for (one example each is
 printed by :func:`hydralib.suite.tasks.describe_suite`):
