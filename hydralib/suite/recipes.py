@@ -211,8 +211,11 @@ def recipe_results(preset=None, recipes=("standard",) + DEFAULT_RECIPES, n_eval:
     ensure_zoo(preset, kinds=("lora",), results=False)
     path = results_path(preset, "recipes")
     tasks = [j.task for j in recipe_jobs(preset, ("loraplus",))]
-    if stored_only and not all(is_complete(d) for r in recipes for d in _directories(preset, r, tasks)):
+    complete = all(is_complete(d) for r in recipes for d in _directories(preset, r, tasks))
+    if stored_only and not complete:
         return None
+    if not complete and preset.name != "default":  # other presets train their recipe adapters here (tiny: seconds)
+        train_recipes(preset, tuple(r for r in recipes if r != "standard"), progress=False)
     expected = _hash(preset, recipes, n_eval)
     if path.is_file() and not recompute:
         stored = json.loads(path.read_text(encoding="utf-8"))
