@@ -160,14 +160,14 @@ def measure_rows(preset=None, recipes=("standard",) + DEFAULT_RECIPES, n_eval: i
     from .tasks import encode_example, preset_task
 
     preset = preset if hasattr(preset, "tasks") else get_preset(preset)
-    key = _hash(preset, recipes, n_eval)[:16]
+    keys = {recipe: _hash(preset, (recipe,), n_eval)[:16] for recipe in recipes}  # a recipe's rows: its own files
     cache = results_path(preset, "recipes-rows").with_suffix("")
     model = tokenizer = pairs = None
     rows = []
     jobs = [(recipe, "structure", None) for recipe in recipes]
     jobs += [(recipe, name, params) for recipe in recipes for name, params in recipe_points(preset)]
     for recipe, name, params in tqdm(jobs, desc="recipes", disable=not progress):
-        row_file = cache / f"{recipe}-{name}-{key}.json"
+        row_file = cache / f"{recipe}-{name}-{keys[recipe]}.json"
         if row_file.is_file():
             rows.append(json.loads(row_file.read_text(encoding="utf-8")))
             continue
