@@ -153,8 +153,8 @@ def inputs_hash(directories, specs, n_eval: int, preset_name: str) -> str:
 def hydraopt_grid(aset, heads=GRID_HEADS, ranks=GRID_RANKS, reference_bytes: int | None = None) -> list[dict]:
     """HydraOpt (side A, exact) at every heads x rank: relative loss, storage (numbers) and file bytes.
 
-    Heads: 1, ``"application"`` or ``"language"`` where K matches their number of values, N as ``"task"``,
-    otherwise K clusters (:func:`~hydralib.merge.group_by_clustering`). K larger than N is skipped.
+    Heads: 1, ``"application"`` or ``"language"`` where K matches their number of values, N as ``"task"``
+    (always included), otherwise K clusters (:func:`~hydralib.merge.group_by_clustering`). K above N is skipped.
     """
     from ..compress import from_hydraopt
     from ..merge import hydraopt
@@ -166,9 +166,7 @@ def hydraopt_grid(aset, heads=GRID_HEADS, ranks=GRID_RANKS, reference_bytes: int
         if None not in values:
             by_count.setdefault(len(values), key)
     rows = []
-    for k in heads:
-        if k > n:
-            continue
+    for k in sorted({k for k in heads if k <= n} | {n}):  # K = N (one head per task) always
         grouping = "task" if k == n else by_count.get(k, k)
         for rank in ranks:
             result = hydraopt(aset, heads=grouping, rank=rank, side="A", progress=False)
