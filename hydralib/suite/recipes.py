@@ -14,9 +14,10 @@ examples of each task:
 * how far lora_A moved: ``||A - A0|| / ||A0||`` with A0 regenerated from the
   seed (:func:`~hydralib.analysis.peft_initial_lora_a`);
 * chance-corrected subspace overlap of A and of B between tasks;
-* HydraOpt, side A, heads task / application / 1 at r' = r and r/2, and int4 per
-  adapter: relative loss, bytes and relative performance against the recipe's
-  own adapters.
+* HydraOpt, side A, heads task at r' = r and r/2, application and 1 at r' = r
+  (each point costs evaluation time: fewer heads at r/2 only lose more), and
+  int4 per adapter: relative loss, bytes and relative performance against the
+  recipe's own adapters.
 
 Results: ``results/recipes.json`` keyed by a hash of the adapter files and settings.
 """
@@ -81,9 +82,8 @@ def recipe_points(preset) -> list[tuple[str, dict]]:
     """``(name, params)`` of the points scored per recipe: the adapters, HydraOpt settings, int4."""
     r = preset.lora_rank
     points = [("individual", {})]
-    for heads in ("task", "application", 1):
-        for rank in (r, max(1, r // 2)):
-            points.append((f"hydraopt-{heads}-r{rank}", {"heads": heads, "rank": rank}))
+    for heads, rank in (("task", r), ("task", max(1, r // 2)), ("application", r), (1, r)):
+        points.append((f"hydraopt-{heads}-r{rank}", {"heads": heads, "rank": rank}))
     points.append(("int4", {"codec": "int4"}))
     return points
 
