@@ -216,7 +216,9 @@ def finding_lines(result: dict) -> list[str]:
                                                        f"[{d['ci'][0]:.3f}, {d['ci'][1]:.3f}]"
                                                        for h, d in dom.items()) + ")" if dom else "") + ".")
     for name, c in v["compose"].items():
-        lines.append(f"**Quantization composes with HydraOpt:** `{name}` stores {c['bytes_ratio']:.2f} of "
-                     f"`{c['base']}`'s bytes; the difference in relative performance is {c['difference']:+.3f} "
-                     f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]: {c['verdict']}.")
+        verdict = {"worse": "worse (the interval excludes 0)", "better": "better (the interval excludes 0)",
+                   "within noise": "within noise"}[c["verdict"]]
+        lines.append(f"**Quantizing HydraOpt's factors:** `{name}` stores {c['bytes_ratio']:.2f} of the bytes of "
+                     f"`{c['base']}`, and its relative performance changes by {c['difference']:+.3f} "
+                     f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]: {verdict}.")
     return lines
