@@ -216,3 +216,19 @@ def test_smollm2_converts_loads_fast_and_matches_the_gguf(tmp_path, monkeypatch)
     ids = tok("The capital of France is", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_quiet_progress_silences_transformers_and_plain_tqdm_bars(capsys):
+    from tqdm.auto import tqdm
+    from transformers.utils import logging as hf_logging
+
+    from hydralib.suite.models import quiet_progress
+
+    before = hf_logging.is_progress_bar_enabled()
+    with quiet_progress():
+        for _ in tqdm(range(3), desc="plain bar"):
+            pass
+        for _ in hf_logging.tqdm(range(3), desc="transformers bar"):
+            pass
+    assert "bar" not in capsys.readouterr().err
+    assert hf_logging.is_progress_bar_enabled() == before

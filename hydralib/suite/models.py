@@ -36,6 +36,7 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -123,6 +124,28 @@ def _is_complete(path: Path) -> bool:
 # ----------------------------------------------------------------------------- SmolLM2
 
 
+@contextlib.contextmanager
+def quiet_progress():
+    """No progress bars inside the block, so that a chapter that loads the model on a fresh machine renders no
+    stderr: transformers' own bars (``Loading weights``) are switched off, and what plain tqdm bars write to stderr
+    (the GGUF conversion's ``Converting and de-quantizing GGUF tensors``, which transformers draws with tqdm
+    directly) is kept and dropped. Errors still raise; the previous settings are restored afterwards."""
+    import io
+    import sys
+
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+        sys.stderr.flush()
+
+
 def convert_smollm2(root: Path | str | None = None, force: bool = False) -> Path:
     """Dequantise the SmolLM2 GGUF once and save an fp32 transformers checkpoint; return its directory.
 
@@ -141,8 +164,9 @@ def convert_smollm2(root: Path | str | None = None, force: bool = False) -> Path
     gguf = smollm2_gguf_path()
     log.info("hydralib: converting %s to an fp32 copy in %s (once, 20-40 s)", gguf.name, target)
     start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with quiet_progress():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
     config.dtype = torch.float32
     with torch.device("meta"):
@@ -178,7 +202,8 @@ def load_smollm2(root: Path | str | None = None, device: torch.device | str | No
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     path = convert_smollm2(root)
-    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+    with quiet_progress():
+        model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return _finish(model, tokenizer, device)
 

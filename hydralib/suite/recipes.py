@@ -241,7 +241,7 @@ def recipe_results(preset=None, recipes=("standard",) + DEFAULT_RECIPES, n_eval:
         records = [json.loads((d / RECORD_NAME).read_text()) for d in _directories(preset, recipe, aset_tasks)]
         out["recipes"][recipe] = {
             "structure": next(r for r in mine if r["name"] == "structure"),
-            "training_seconds": sum(r["seconds"] for r in records),
+            "training_seconds": sum(r["seconds"] for r in records),  # wall seconds as recorded
             "recipe": records[0].get("recipe", {"name": "standard"}),
             "points": points, "stats": summarise(points)}
     path.parent.mkdir(parents=True, exist_ok=True)
