@@ -376,8 +376,13 @@ def top_eigenpairs(H: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
 
     Each eigenvector's sign is fixed (largest-magnitude entry positive) so results are reproducible.
     A full ``torch.linalg.eigh``; :func:`top_eigen` computes only the top ``k`` when that is cheaper.
+    When LAPACK's float32 solver does not converge (a Gram with many repeated eigenvalues, e.g. adapters that
+    share lora_A exactly, as LoRA-FA's do), the decomposition is redone in float64.
     """
-    values, vectors = torch.linalg.eigh(H)
+    try:
+        values, vectors = torch.linalg.eigh(H)
+    except torch.linalg.LinAlgError:
+        values, vectors = (t.to(H.dtype) for t in torch.linalg.eigh(H.double()))
     values = values.flip(0).clamp_min(0)
     vectors = vectors.flip(1)[:, : min(k, H.shape[0])]
     return values, _fix_signs(vectors)

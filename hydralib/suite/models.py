@@ -190,7 +190,7 @@ def convert_smollm2(root: Path | str | None = None, force: bool = False) -> Path
         "seconds": round(time.perf_counter() - start, 1),
     }
     # A stale or incomplete copy is replaced; a complete one is only replaced with force=True.
-    with atomic_dir(target, overwrite=True) as tmp:
+    with atomic_dir(target, overwrite=True) as tmp, quiet_progress():
         fresh.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / _MARKER).write_text(json.dumps(meta, indent=2))
