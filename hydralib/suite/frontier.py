@@ -239,6 +239,40 @@ def claim(claims: Path | None, name: str) -> bool:
     return True
 
 
+def stored_result(path: Path, expected_hash: str) -> dict | None:
+    """The JSON result at ``path`` when its ``"hash"`` is ``expected_hash``, else None."""
+    if not Path(path).is_file():
+        return None
+    stored = json.loads(Path(path).read_text(encoding="utf-8"))
+    return stored if stored.get("hash") == expected_hash else None
+
+
+def write_result(path: Path, result: dict) -> None:
+    """Write a result JSON atomically (indented, newline-terminated)."""
+    from ..atomic import atomic_file
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+
+
+def run_claiming_workers(module_args: Sequence[str], workers: int, what: str) -> None:
+    """Run ``python -m <module_args> --claims DIR`` in ``workers`` processes of ``cpu_count // workers`` threads
+    sharing one claims directory (:func:`claim`); raise if any fails."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [subprocess.Popen([sys.executable, "-m", *module_args, "--claims", str(Path(tmp) / "claims")],
+                                  env={**os.environ, "OMP_NUM_THREADS": str(threads)}) for _ in range(workers)]
+        codes = [p.wait() for p in procs]
+    if any(codes):
+        raise RuntimeError(f"{what}: workers failed with exit codes {codes}")
+
+
 def method_rows(todo: Sequence[MethodSpec], cache: Path, row_key: Callable[[MethodSpec], str],
                 build: Callable, score_on: Callable, progress: bool = True, desc: str = "frontier",
                 claims: Path | None = None) -> list[dict]:

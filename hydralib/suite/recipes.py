@@ -197,14 +197,10 @@ def recipe_results(preset=None, recipes=("standard",) + DEFAULT_RECIPES, n_eval:
     Per recipe: the structure row (drift, overlaps), the training CPU seconds from the records, and every
     point with :func:`hydralib.stats.summarise`'s relative performance and interval (reference: the recipe's
     own adapters)."""
-    import subprocess
-    import sys
-    import tempfile
-
-    from ..atomic import atomic_file
     from ..presets import get_preset
     from ..stats import summarise
     from .artifacts import ensure_zoo, results_path
+    from .frontier import run_claiming_workers, stored_result, write_result
     from .training import RECORD_NAME, is_complete, recipe_jobs
 
     preset = preset if hasattr(preset, "tasks") else get_preset(preset)
@@ -217,21 +213,14 @@ def recipe_results(preset=None, recipes=("standard",) + DEFAULT_RECIPES, n_eval:
     if not complete and preset.name != "default":  # other presets train their recipe adapters here (tiny: seconds)
         train_recipes(preset, tuple(r for r in recipes if r != "standard"), progress=False)
     expected = _hash(preset, recipes, n_eval)
-    if path.is_file() and not recompute:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        if stored.get("hash") == expected:
-            return stored
+    stored = stored_result(path, expected)
+    if stored is not None and not recompute:
+        return stored
     if stored_only:
         return None
     if workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with tempfile.TemporaryDirectory() as tmp:
-            procs = [subprocess.Popen([sys.executable, "-m", "hydralib.suite.recipes", "measure", "--preset",
-                                       preset.name, "--n-eval", str(n_eval), "--recipes", ",".join(recipes),
-                                       "--claims", str(Path(tmp) / "claims")],
-                                      env={**os.environ, "OMP_NUM_THREADS": str(threads)}) for _ in range(workers)]
-            if any(p.wait() for p in procs):
-                raise RuntimeError("hydralib.suite.recipes: a measuring worker failed")
+        run_claiming_workers(["hydralib.suite.recipes", "measure", "--preset", preset.name, "--n-eval", str(n_eval),
+                              "--recipes", ",".join(recipes)], workers, "hydralib.suite.recipes")
     rows = measure_rows(preset, recipes, n_eval, progress=progress)
     out = {"hash": expected, "preset": preset.name, "n_eval": n_eval, "recipes": {}}
     for recipe in recipes:
@@ -244,9 +233,7 @@ def recipe_results(preset=None, recipes=("standard",) + DEFAULT_RECIPES, n_eval:
             "training_seconds": sum(r["seconds"] for r in records),  # wall seconds as recorded
             "recipe": records[0].get("recipe", {"name": "standard"}),
             "points": points, "stats": summarise(points)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    write_result(path, out)
     return out
 
 

@@ -240,26 +240,16 @@ def run_rows(preset, n_eval: int = 100, progress: bool = True, claims: Path | No
 def run_storage_frontier(preset=None, n_eval: int = 100, workers: int = 1, progress: bool = True) -> dict:
     """Every method's row (in ``workers`` processes of ``cpu_count // workers`` threads), the HydraOpt grid, and the
     bootstrap statistics (:func:`hydralib.stats.summarise`), as one JSON-ready dict keyed by :func:`inputs_hash`."""
-    import os
-    import subprocess
-    import sys
-    import tempfile
-
     from ..compress import adapter_file_bytes
     from ..stats import summarise
+    from .frontier import run_claiming_workers
 
     preset, load_zoo, directories = _context(preset)
     specs = _dedupe(storage_methods(preset))
     start = time.perf_counter()
     if workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with tempfile.TemporaryDirectory() as tmp:
-            procs = [subprocess.Popen([sys.executable, "-m", "hydralib.suite.storage_frontier", "--preset",
-                                       preset.name, "--n-eval", str(n_eval), "--claims", str(Path(tmp) / "claims")],
-                                      env={**os.environ, "OMP_NUM_THREADS": str(threads)}) for _ in range(workers)]
-            codes = [p.wait() for p in procs]
-        if any(codes):
-            raise RuntimeError(f"hydralib.suite.storage_frontier: workers failed with exit codes {codes}")
+        run_claiming_workers(["hydralib.suite.storage_frontier", "--preset", preset.name, "--n-eval", str(n_eval)],
+                             workers, "hydralib.suite.storage_frontier")
     rows = {r["name"]: r for r in run_rows(preset, n_eval, progress=progress)}
     aset = load_zoo(preset, "lora")
     ref_bytes = adapter_file_bytes(directories)
@@ -276,22 +266,18 @@ def storage_frontier_results(preset=None, n_eval: int = 100, recompute: bool = F
                              progress: bool = True, stored_only: bool = False) -> dict | None:
     """The stored ``results/storage-frontier.json`` when its hash matches, else recomputed and stored (or None with
     ``stored_only``). ``default``: about an hour on 2 cores; ``tiny``: a minute."""
-    from ..atomic import atomic_file
     from .artifacts import results_path
+    from .frontier import stored_result, write_result
 
     preset, _, directories = _context(preset)
     path = results_path(preset, "storage-frontier")
-    expected = inputs_hash(directories, _dedupe(storage_methods(preset)), n_eval, preset.name)
-    if path.is_file() and not recompute:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        if stored.get("hash") == expected:
-            return stored
+    stored = stored_result(path, inputs_hash(directories, _dedupe(storage_methods(preset)), n_eval, preset.name))
+    if stored is not None and not recompute:
+        return stored
     if stored_only:
         return None
     result = run_storage_frontier(preset, n_eval=n_eval, workers=workers, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    write_result(path, result)
     return result
 
 
