@@ -204,7 +204,8 @@ def test_verdicts_name_the_recipe_that_reaches_the_papers_regime():
     assert [(p["recipe"], p["name"]) for p in v["reach"]] == [("lorafa", "hydraopt-task-r8")]
     assert v["drift"]["lorafa"] == 0.0 and v["own"]["lorafa"]["versus_reference"] is not None
     text = " ".join(report.finding_lines(_synthetic_recipes()))
-    assert "is reached** by `lorafa` / `hydraopt-task-r8`" in text and "at most 0.000" in text
+    assert "is reached** by `lorafa` / `hydraopt-task-r8`" in text
+    assert "moved at most 0.000 of its initial norm reach it; those that moved 0.990 or more do not" in text
     assert "train with `lorafa`" in report.advice(_synthetic_recipes())
     assert "not reached" in " ".join(report.finding_lines(_synthetic_recipes(keep_fa=0.6)))
 
@@ -217,3 +218,32 @@ def test_hydralib_train_recipe_trains_the_sub_zoo_with_that_optimiser(tmp_path):
     record = json.loads((tmp_path / "lorafa" / get_preset("tiny").tasks[0] / "training.json").read_text())
     assert record["recipe"]["name"] == "lorafa" and record["recipe"]["freeze_a"] is True
     assert record["group"] == "lorafa"
+
+
+def test_drift_sentence_brackets_the_recipes_and_says_when_drift_does_not_order_them():
+    from hydralib.suite import recipes_report as report
+
+    v = {"reach": [{"recipe": "a"}, {"recipe": "b"}], "drift": {"a": 0.0, "b": 0.2, "c": 0.6, "d": 0.9}}
+    assert report.drift_bracket(v) == {"reach_max": 0.2, "fail_min": 0.6, "ordered": True}
+    assert "moved at most 0.200 of its initial norm reach it; those that moved 0.600 or more do not" in \
+        report.drift_sentence(v)
+    v["reach"] = [{"recipe": "a"}, {"recipe": "d"}]
+    assert report.drift_bracket(v)["ordered"] is False
+    assert "does not separate" in report.drift_sentence(v)
+    v["reach"] = []
+    assert "no recipe measured reaches it" in report.drift_sentence(v)
+
+
+def test_drift_figure_draws_one_line_per_setting_and_the_recipe_table_one_row_per_recipe():
+    import matplotlib.pyplot as plt
+
+    from hydralib.suite import recipes_report as report
+
+    result = _synthetic_recipes()
+    fig = report.drift_figure(result)
+    left, right = fig.axes
+    assert [line.get_label() for line in left.get_lines()] == ["hydraopt-task-r8", "int4"]
+    assert list(left.get_lines()[0].get_xdata()) == [0.0, 0.99]  # sorted by drift: lorafa, standard
+    plt.close(fig)
+    rows = report.recipe_table(result, 5e-3)
+    assert [r[0] for r in rows] == ["standard", "lorafa"] and rows[0][2] == "0.005"

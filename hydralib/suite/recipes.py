@@ -14,12 +14,14 @@ examples of each task:
 * how far lora_A moved: ``||A - A0|| / ||A0||`` with A0 regenerated from the
   seed (:func:`~hydralib.analysis.peft_initial_lora_a`);
 * chance-corrected subspace overlap of A and of B between tasks;
-* HydraOpt, side A, heads task at r' = r and r/2, application and 1 at r' = r
-  (each point costs evaluation time: fewer heads at r/2 only lose more), and
+* HydraOpt, side A, heads task, application and 1, each at r' = r and r/2, and
   int4 per adapter: relative loss, bytes and relative performance against the
   recipe's own adapters.
 
 Results: ``results/recipes.json`` keyed by a hash of the adapter files and settings.
+Each (recipe, point) row is cached under ``results/recipes-rows/`` and keyed by its own
+recipe's adapter files, the point and ``n_eval`` (:func:`row_key`), so adding a recipe
+or a point measures only what is new; rows of the stored result are reused the same way.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-DEFAULT_RECIPES = ("lorafa", "loraplus")
+DEFAULT_RECIPES = ("loraplus4", "loraplus", "lorafa")
 # the recipes the chapter reads (the committed default results measure these)
-BOOK_RECIPES = ("standard", "lorafa")
+BOOK_RECIPES = ("standard", "loraplus4", "loraplus", "lorafa")
 TRAIN_COMMAND = "python -m hydralib.suite.recipes train"
 
 
@@ -82,8 +84,9 @@ def recipe_points(preset) -> list[tuple[str, dict]]:
     """``(name, params)`` of the points scored per recipe: the adapters, HydraOpt settings, int4."""
     r = preset.lora_rank
     points = [("individual", {})]
-    for heads, rank in (("task", r), ("task", max(1, r // 2)), ("application", r), (1, r)):
-        points.append((f"hydraopt-{heads}-r{rank}", {"heads": heads, "rank": rank}))
+    for heads in ("task", "application", 1):
+        for rank in (r, max(1, r // 2)):
+            points.append((f"hydraopt-{heads}-r{rank}", {"heads": heads, "rank": rank}))
     points.append(("int4", {"codec": "int4"}))
     return points
 
@@ -94,7 +97,8 @@ def _directories(preset, recipe: str, tasks):
     return [zoo_dir(preset) / "adapters" / ("lora" if recipe == "standard" else recipe) / t for t in tasks]
 
 
-def _hash(preset, recipes, n_eval) -> str:
+def _files_digest(preset, recipe: str) -> str:
+    """sha256 over one recipe's adapter weight files (the tasks of the sub-zoo, in order)."""
     import hashlib
 
     from ..manifest import sha256
@@ -102,11 +106,42 @@ def _hash(preset, recipes, n_eval) -> str:
     from .training import recipe_jobs
 
     tasks = [j.task for j in recipe_jobs(preset, ("loraplus",))]
+    digest = hashlib.sha256()
+    for d in _directories(preset, recipe, tasks):
+        digest.update(f"{recipe}/{d.name}/{sha256(d / WEIGHTS_NAME)}".encode())
+    return digest.hexdigest()
+
+
+def _hash(preset, recipes, n_eval) -> str:
+    import hashlib
+
     digest = hashlib.sha256(f"{VERSION}/{preset.name}/{n_eval}/{recipe_points(preset)}".encode())
     for recipe in recipes:
-        for d in _directories(preset, recipe, tasks):
-            digest.update(f"{recipe}/{d.name}/{sha256(d / WEIGHTS_NAME)}".encode())
+        digest.update(_files_digest(preset, recipe).encode())
     return digest.hexdigest()
+
+
+def row_key(preset, recipe: str, name: str, params: dict | None, n_eval: int, files: str | None = None) -> str:
+    """The key of one (recipe, point) row: the recipe's adapter files, the point and ``n_eval``."""
+    import hashlib
+
+    files = files or _files_digest(preset, recipe)
+    return hashlib.sha256(f"{VERSION}/{preset.name}/{n_eval}/{recipe}/{name}/{params}/{files}".encode()).hexdigest()[:16]
+
+
+def _stored_rows(path, keys: dict) -> dict:
+    """Rows of a stored ``recipes.json`` whose key (recorded per row) is still wanted: ``{key: row}``."""
+    from pathlib import Path as _Path
+
+    if not _Path(path).is_file():
+        return {}
+    stored = json.loads(_Path(path).read_text(encoding="utf-8"))
+    rows = {}
+    for r in stored.get("recipes", {}).values():
+        for row in [r.get("structure", {})] + r.get("points", []):
+            if row.get("key") in keys:
+                rows[row["key"]] = row
+    return rows
 
 
 def _point_row(preset, recipe, name, params, aset, model, tokenizer, pairs):
@@ -160,16 +195,19 @@ def measure_rows(preset=None, recipes=("standard",) + DEFAULT_RECIPES, n_eval: i
     from .tasks import encode_example, preset_task
 
     preset = preset if hasattr(preset, "tasks") else get_preset(preset)
-    keys = {recipe: _hash(preset, (recipe,), n_eval)[:16] for recipe in recipes}  # a recipe's rows: its own files
+    files = {recipe: _files_digest(preset, recipe) for recipe in recipes}
     cache = results_path(preset, "recipes-rows").with_suffix("")
     model = tokenizer = pairs = None
     rows = []
     jobs = [(recipe, "structure", None) for recipe in recipes]
     jobs += [(recipe, name, params) for recipe in recipes for name, params in recipe_points(preset)]
+    keys = {(recipe, name): row_key(preset, recipe, name, params, n_eval, files[recipe]) for recipe, name, params in jobs}
+    stored = _stored_rows(results_path(preset, "recipes"), set(keys.values()))
     for recipe, name, params in tqdm(jobs, desc="recipes", disable=not progress):
-        row_file = cache / f"{recipe}-{name}-{keys[recipe]}.json"
-        if row_file.is_file():
-            rows.append(json.loads(row_file.read_text(encoding="utf-8")))
+        key = keys[recipe, name]
+        row_file = cache / f"{recipe}-{name}-{key}.json"
+        if row_file.is_file() or key in stored:
+            rows.append(stored[key] if key in stored else json.loads(row_file.read_text(encoding="utf-8")))
             continue
         if not claim(claims, row_file.stem):
             continue
@@ -183,6 +221,7 @@ def measure_rows(preset=None, recipes=("standard",) + DEFAULT_RECIPES, n_eval: i
                 pairs = {t: [encode_example(e, tokenizer) for e in preset_task(preset, t).test[:n_eval]]
                          for t in aset.tasks}
             row = _point_row(preset, recipe, name, params, aset, model, tokenizer, pairs)
+        row["key"] = key
         rows.append(row)
         cache.mkdir(parents=True, exist_ok=True)
         with atomic_file(row_file, overwrite=True) as tmp:
