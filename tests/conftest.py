@@ -108,7 +108,12 @@ def peft_deltas(peft_model, adapter_name: str = "default") -> dict[str, torch.Te
 @pytest.fixture(scope="session")
 def site(tmp_path_factory) -> Path:
     """The real book, built once per session with the same flags as ``make book``, on the ``tiny`` preset
-    (its zoo is trained into a scratch cache in seconds); returns ``_build/html``."""
+    (its zoo is trained into a scratch cache in seconds); returns ``_build/html``.
+
+    ``HYDRALIB_SITE=path/to/_build/html`` checks a site built before instead (e.g. the ``default`` build of
+    ``make book``), without building."""
+    if os.environ.get("HYDRALIB_SITE"):
+        return Path(os.environ["HYDRALIB_SITE"]).resolve()
     out = tmp_path_factory.mktemp("site")
     exe = Path(sys.executable).with_name("jupyter-book")
     env = dict(os.environ, HYDRALIB_PRESET="tiny", HYDRALIB_CACHE=str(tmp_path_factory.mktemp("cache")))

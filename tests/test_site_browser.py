@@ -97,3 +97,65 @@ def test_chapter_figure_and_math_are_visible(page, served, site):
     page.screenshot(path=str(shots / "chapter.png"), full_page=True)
     assert (shots / "chapter.png").stat().st_size > 50_000
     assert not [u for u in page.offsite_requests if "mathjax" in u.lower()]
+
+
+# Checked on every page of the built site, at a 1000 px wide window: no element inside the article is wider than
+# its column (code blocks may scroll), every image loaded, every equation typeset, no stderr or traceback output,
+# every figure captioned, and no request left the site.
+OVERFLOW_JS = """
+() => {
+  const article = document.querySelector('article.bd-article') || document.querySelector('main article')
+                  || document.querySelector('main');
+  const right = article.getBoundingClientRect().right + 2;
+  const skip = 'pre, div.highlight, .cell_input, mjx-assistive-mml, .headerlink, script, style';
+  const out = [];
+  for (const el of article.querySelectorAll('*')) {
+    if (el.closest(skip)) continue;
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 || box.height === 0) continue;
+    if (box.right > right) {
+      out.push(`${el.tagName.toLowerCase()}.${[...el.classList].join('.')} `
+               + `"${(el.textContent || '').trim().slice(0, 60)}" right ${Math.round(box.right)} > ${Math.round(right)}`);
+    }
+  }
+  return out;
+}
+"""
+
+
+def _pages(site: Path) -> list[Path]:
+    return sorted(p for p in [site / "index.html", *(site / "book").glob("*.html")] if p.is_file())
+
+
+@pytest.mark.timeout(900)
+def test_every_page_fits_its_column_and_renders_cleanly(page, served, site):
+    pages = _pages(site)
+    assert len(pages) >= 10
+    page.set_viewport_size({"width": 1000, "height": 900})
+    problems = {}
+    for path in pages:
+        rel = path.relative_to(site).as_posix()
+        page.goto(f"{served}/{rel}")
+        page.wait_for_load_state("networkidle")
+        if page.locator("span.math, div.math").count():
+            page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise"
+                                   " && document.querySelectorAll('mjx-container').length > 0", timeout=30_000)
+            page.evaluate("() => MathJax.startup.promise")
+        found = list(page.evaluate(OVERFLOW_JS))
+        untypeset = page.locator("span.math, div.math").filter(has_not=page.locator("mjx-container")).count()
+        if untypeset:
+            found.append(f"{untypeset} equations not typeset")
+        broken = page.evaluate("() => [...document.images].filter(i => !(i.complete && i.naturalWidth > 0))"
+                               ".map(i => i.src)")
+        found += [f"image not loaded: {src}" for src in broken]
+        stderr = page.locator("div.output.stderr, div.output.traceback, div.output.error").count()
+        if stderr:
+            found.append(f"{stderr} stderr/traceback outputs")
+        uncaptioned = page.evaluate("() => [...document.querySelectorAll('article figure')]"
+                                    ".filter(f => !(f.querySelector('figcaption')?.textContent.trim())).length")
+        if uncaptioned:
+            found.append(f"{uncaptioned} figures without a caption")
+        if found:
+            problems[rel] = found[:8]
+    assert not page.offsite_requests, page.offsite_requests[:5]
+    assert not problems, "\n".join(f"{k}: {v}" for k, v in problems.items())

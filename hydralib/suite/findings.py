@@ -1,10 +1,11 @@
-"""The book's headline, computed from the committed adapters and results, for the README.
+"""The book's headline, computed from the committed adapters and results, for the README and the front page.
 
-The README carries two sentences with numbers and one figure from the book,
-generated here (never typed by hand); ``python -m hydralib.suite.findings``
+The README and the book's front page carry the same sentences with numbers
+(:func:`finding_items`, at most six, each with the chapter that shows it) and
+one figure, generated here (never typed by hand). ``python -m hydralib.suite.findings``
 rewrites the block between :data:`START` and :data:`END` in README.md and the
 figure, and a test checks that the README's block equals what the committed
-data give.
+data give; ``book/intro.md`` glues the same list.
 
 1. **Which side is shared?** The initialisation control of the similarity
    chapter on the committed zoo and its seed-control sets: chance-corrected
@@ -114,6 +115,7 @@ def findings(preset=None) -> dict:
          "asymmetry": asymmetry_findings(preset), "frontier": None, "reconstruction": None}
     f["storage"] = storage_findings(preset)
     f["recipes"] = recipe_findings(preset)
+    f["advice"] = recipe_advice(preset)
     result = frontier_results(preset, progress=False, stored_only=True)
     if result is None:
         f["reconstruction"] = reconstruction_findings(preset)
@@ -159,6 +161,15 @@ def recipe_findings(preset) -> dict | None:
         return None
     full = f"hydraopt-task-r{preset.lora_rank}"
     return {p["recipe"]: p for p in points(result) if p["name"] == full}
+
+
+def recipe_advice(preset) -> str | None:
+    """The recipe chapter's computed advice to a user who plans to share A, when its results are stored."""
+    from .recipes import BOOK_RECIPES, recipe_results
+    from .recipes_report import advice
+
+    result = recipe_results(preset, BOOK_RECIPES, progress=False, stored_only=True)
+    return advice(result) if result is not None and "standard" in result["recipes"] else None
 
 
 def _ci(p: dict) -> str:
@@ -261,62 +272,88 @@ def merging_sentence(f: dict) -> str:
     return text
 
 
+#: The chapter that shows each finding: (file stem under book/, its title).
+CHAPTERS = {"similarity": "Cross-task similarity: which side is shared?",
+            "frontier": "The efficiency-performance frontier",
+            "storage": "Every way to keep N adapters in fewer bytes",
+            "sharing_a": "When does sharing A work?"}
+MAX_ITEMS = 6
+
+
+def finding_items(f: dict) -> list[tuple[str, str]]:
+    """The headline as at most :data:`MAX_ITEMS` ``(sentence, chapter)`` pairs, from :func:`findings`: which side is
+    alike, what merging keeps, what to do with a byte budget, what the training recipe does, and the advice to a user
+    who plans to share A (the last three when their results are stored). One source for the README and the book's
+    front page."""
+    items = [(asymmetry_sentence(f), "similarity"), (merging_sentence(f), "frontier"),
+             (storage_sentence(f), "storage"), (recipe_sentence(f), "sharing_a"), (f.get("advice") or "", "sharing_a")]
+    return [(text, chapter) for text, chapter in items if text][:MAX_ITEMS]
+
+
+def findings_markdown(f: dict, link=lambda chapter: f"{chapter}.md") -> str:
+    """The headline as a Markdown list, each sentence followed by a link to its chapter (``link(stem)`` gives the
+    target: ``<stem>.md`` from the book's own pages)."""
+    return "\n".join(f"- {text} ([{CHAPTERS[chapter]}]({link(chapter)}))" for text, chapter in finding_items(f))
+
+
+def figure_alt(f: dict) -> str:
+    return ("Every way to keep N adapters in fewer bytes" if f.get("storage") else
+            "The efficiency-performance frontier" if f["frontier"] else "Subspace overlap by seed (seed control)")
+
+
 def readme_block(f: dict) -> str:
-    """The two sentences (Markdown) and the figure link, from :func:`findings`."""
-    alt = ("Every way to keep N adapters in fewer bytes" if f.get("storage") else
-           "The efficiency-performance frontier" if f["frontier"] else "Subspace overlap by seed (seed control)")
-    extra = " ".join(x for x in (storage_sentence(f), recipe_sentence(f)) if x)
-    return (f"{START}\n{asymmetry_sentence(f)} {merging_sentence(f)}" + (f" {extra}" if extra else "")
-            + f"\n\n![{alt}]({figure_path(f)})\n{END}")
+    """The headline (:func:`findings_markdown`, linking to the book's sources) and the figure link."""
+    return (f"{START}\n{findings_markdown(f, lambda chapter: f'book/{chapter}.md')}"
+            f"\n\n![{figure_alt(f)}]({figure_path(f)})\n{END}")
 
 
-def frontier_figure(path: str | Path, preset=None) -> Path:
-    """The frontier chapter's figure, written to ``path`` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def frontier_figure(preset=None):
+    """The frontier chapter's figure (relative performance against storage, every merge)."""
     import matplotlib.pyplot as plt
 
-    from .. import plotting
     from ..presets import get_preset
     from .frontier import frontier_results
     from .frontier_report import front, plot_frontier
 
     preset = preset if hasattr(preset, "tasks") else get_preset(preset)
-    plotting.use_book_style()
     result = frontier_results(preset, progress=False, stored_only=True)
     rows = result["rows"]
     total = next(r["bytes_fp16"] for r in rows if r["family"] == "individual")
     fig, ax = plt.subplots(figsize=(9, 5))
     plot_frontier(ax, rows, "relative", front(rows, "relative"), preset.lora_rank, total_bytes=total)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return fig
 
 
-def storage_figure(path: str | Path, preset=None) -> Path:
-    """The storage chapter's map (every family on the bytes axis, with intervals), written to ``path`` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def storage_figure(preset=None):
+    """The storage chapter's map (every family on the bytes axis, with intervals)."""
     import matplotlib.pyplot as plt
 
-    from .. import plotting
     from ..presets import get_preset
     from .storage_frontier import storage_frontier_results
     from .storage_report import frontier_axes
 
     preset = preset if hasattr(preset, "tasks") else get_preset(preset)
-    plotting.use_book_style()
     fig, ax = plt.subplots(figsize=(8, 4.8))
     frontier_axes(ax, storage_frontier_results(preset, progress=False, stored_only=True))
     fig.tight_layout()
+    return fig
+
+
+def findings_figure(f: dict, preset=None):
+    """The headline's figure for findings ``f``: the storage map when stored, else the merging frontier, else the
+    seed control (as :func:`figure_path` names it)."""
+    draw = storage_figure if f.get("storage") else frontier_figure if f["frontier"] else seed_control_figure
+    return draw(preset)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``path`` (PNG, no software stamp, so that reruns give the same bytes) and close it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+    fig.savefig(path, dpi=dpi, metadata={"Software": None})
     plt.close(fig)
     return path
 
@@ -333,40 +370,35 @@ def current_block(text: str) -> str | None:
     return match.group(0) if match else None
 
 
-def seed_control_figure(path: str | Path, preset=None) -> Path:
-    """The similarity chapter's seed-control heatmap (:func:`hydralib.analysis.figures.seed_control_heatmaps`),
-    written to ``path`` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def seed_control_figure(preset=None):
+    """The similarity chapter's seed-control heatmap (:func:`hydralib.analysis.figures.seed_control_heatmaps`)."""
     import matplotlib.pyplot as plt
 
-    from .. import plotting
     from ..analysis import adapter_similarity
     from ..analysis.figures import seed_control_heatmaps
     from ..presets import get_preset
 
     preset = preset if hasattr(preset, "tasks") else get_preset(preset)
-    plotting.use_book_style()
     zoo, _ = control_zoo(preset)
     similarity = adapter_similarity(zoo, kinds=["overlap_a", "overlap_b", "chance_overlap_a", "chance_overlap_b"])
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), layout="constrained")
     seed_control_heatmaps(axes, similarity, zoo, kind="overlap")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return fig
 
 
 def main() -> int:
     root = Path(__file__).resolve().parents[2]
     readme = root / "README.md"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .. import plotting
+
+    plotting.use_book_style()
     f = findings("default")
     readme.write_text(replace_block(readme.read_text(encoding="utf-8"), readme_block(f)), encoding="utf-8")
-    figure = root / figure_path(f)
-    draw = storage_figure if f.get("storage") else frontier_figure if f["frontier"] else seed_control_figure
-    draw(figure, "default")
+    figure = save_figure(findings_figure(f, "default"), root / figure_path(f),
+                         dpi=90 if figure_path(f) == FIGURES["asymmetry"] else 110)
     print(f"updated {readme} and {figure}")
     return 0
 
