@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-DEFAULT_RECIPES = ("loraplus4", "loraplus", "lorafa")
+DEFAULT_RECIPES = ("loraplus", "lorafa")
 # the recipes the chapter reads (the committed default results measure these)
-BOOK_RECIPES = ("standard", "loraplus4", "loraplus", "lorafa")
+BOOK_RECIPES = ("standard", "loraplus", "lorafa")
 TRAIN_COMMAND = "python -m hydralib.suite.recipes train"
 
 

@@ -238,7 +238,7 @@ def train_jobs(preset, root: str | Path, jobs: Sequence[AdapterJob], splits: Map
         for job in tqdm(todo, disable=not progress, desc=f"adapters ({len(jobs) - len(todo)} of {len(jobs)} done)"):
             if job.task not in splits:
                 splits[job.task] = preset_task(preset, job.task)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             config = peft_config(preset, job.kind)
             lr = preset.vera_learning_rate if job.kind == "vera" else preset.learning_rate
             peft_model, losses = train_adapter(
@@ -251,6 +251,7 @@ def train_jobs(preset, root: str | Path, jobs: Sequence[AdapterJob], splits: Map
                       "batch_size": preset.batch_size, "learning_rate": lr, "compute_dtype": preset.compute_dtype,
                       "n_train": preset.n_train, "losses": losses,
                       **({"recipe": recipe_record(job.recipe, lr)} if job.kind == "lora" else {}), "seconds": time.perf_counter() - start,
+                      "cpu_seconds": time.process_time() - cpu_start,
                       "device": str(device), "torch_threads": torch.get_num_threads(), "command": command}
             _save(peft_model, job.directory(root), record, overwrite=not resume)
             peft_model.unload()
