@@ -1,4 +1,4 @@
-"""The table helpers of the merging chapters (hydralib.suite.chapter_helpers_merge)."""
+"""The table helpers of the merging chapters (hydralib.tables)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import doctest
 
 import pytest
 
-from hydralib.suite import chapter_helpers_merge as helpers
+from hydralib import tables as helpers
 
 ROWS = [["TA", "dW", 1, 0.031, 0.91, "yes"], ["TIES", "dW", 1, 0.031, 0.88, ""]]
 HEADER = ["method", "space", "heads K", "relative storage", "relative", "Pareto"]
