@@ -117,11 +117,11 @@ def findings(preset=None) -> dict:
     f["recipes"] = recipe_findings(preset)
     f["advice"] = recipe_advice(preset)
     result = frontier_results(preset, progress=False, stored_only=True)
-    if result is None:
+    hydra, merges = (rows_of(result, "hydraopt"), rows_of(result, "baseline", "peft")) if result else ([], [])
+    merge = best(merges, "relative") if merges else None
+    if merge is None or not hydra:  # no frontier, or none with a finite score (the tiny preset's untrained tasks)
         f["reconstruction"] = reconstruction_findings(preset)
         return f
-    hydra, merges = rows_of(result, "hydraopt"), rows_of(result, "baseline", "peft")
-    merge = best(merges, "relative")
     half = best_within(hydra, "relative", PAPER_STORAGE)
     reach = cheapest_reaching(hydra, "relative", 0.98)
     sides = side_budgets(result["rows"], "relative")
