@@ -362,6 +362,12 @@ def test_from_factors_validation():
         AdapterSet.from_factors({"t": {"m": good}, "u": {"n": good}})
     with pytest.raises(AdapterError, match="NaN/Inf"):
         AdapterSet.from_factors({"t": {"m": (torch.full((2, 5), float("nan")), torch.randn(3, 2), 1.0)}})
+    for scaling in (float("nan"), float("inf"), True, "2", None):
+        with pytest.raises(AdapterError, match="task t: module m: scaling .* is not a finite number"):
+            AdapterSet.from_factors({"t": {"m": (torch.randn(2, 5), torch.randn(3, 2), scaling)}})
+    with pytest.raises(AdapterError, match="task t: module m: A has dtype int8; factors must be floating point"):
+        AdapterSet.from_factors({"t": {"m": (torch.ones(2, 5, dtype=torch.int8), torch.randn(3, 2), 1.0)}})
+    assert AdapterSet.from_factors({"t": {"m": (torch.randn(2, 5), torch.randn(3, 2), torch.tensor(0.5))}}).scaling("t", "m") == 0.5
 
 
 def test_save_refuses_to_overwrite_and_keeps_existing(lora_dirs, tmp_path):
