@@ -293,7 +293,7 @@ def _refuse_unsupported_lora(path: Path, config: dict) -> None:
         raise AdapterError(f"{cfg}: bias={config['bias']!r} is refused: only bias-free LoRA (bias='none') is supported")
     if config.get("modules_to_save"):
         raise AdapterError(
-            f"{cfg}: modules_to_save={config['modules_to_save']} is refused: fully trained modules "
+            f"{cfg}: modules_to_save={config['modules_to_save']!r} is refused: fully trained modules "
             "are not low-rank and cannot be merged as dW = s B A"
         )
 
