@@ -2,8 +2,10 @@
 
 Every case must end in success or in a :class:`~hydralib.errors.HydraError` whose message is one line and names
 the mutated adapter's directory, never in another exception. Each case goes through the loader
-(:func:`hydralib.load_adapters`) and through ``hydralib merge --export-peft`` (in this process): exit 0 with both
-outputs complete, or exit 1 with one stderr line and no output at all (nor a temporary sibling).
+(:func:`hydralib.load_adapters`) and through ``hydralib info``, ``hydralib merge --export-peft`` and ``hydralib
+compress --export-peft`` (in this process): exit 0 with every output complete, or exit 1 with one stderr line and
+no output at all (nor a temporary sibling). ``analyze`` reads adapters through the same loader; it is in the
+fixed matrix of ``tests/test_cli_bad_input.py``.
 
 ``pytest -s tests/test_properties_hostile.py`` prints how many cases ran and every distinct error message (the
 directory shown as ``<dir>``; a second list with the numbers shown as ``#``).
@@ -245,29 +247,52 @@ def check_case(kind: str, good: Path, other: Path, mutate) -> None:
         else:
             SEEN[kind]["ok"] += 1
             loaded = True
-        # the command line: the whole merge with its export, never a partial output
-        from hydralib.cli import main
-
+        # the command line: info, and merge and compress with their exports, never a partial output
         work = root / "work"
         work.mkdir()
-        err, out = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            code = main(["merge", str(bad), str(other), "--out", str(work / "bundle"),
-                         "--export-peft", str(work / "export")])
-        if loaded:
-            assert code == 0, err.getvalue()
-            from hydralib.merge import load_bundle
+        for command in ("info", "merge", "compress"):
+            code, err = _cli(command, bad, other, work)
+            if loaded:
+                assert code == 0, err
+                _check_outputs(command, work)
+            else:
+                assert code == 1, err
+                assert err.count("\n") == 1 and err.startswith(f"hydralib {command}: error: "), err
+                _one_line(err, bad)
+                assert list(work.iterdir()) == []
 
-            assert sorted(load_bundle(work / "bundle").tasks) == ["bad", "other"]
-            assert sorted(p.name for p in (work / "export").iterdir()) == ["bad", "other"]
-            load_adapters([work / "export" / "bad", work / "export" / "other"])
-            assert sorted(p.name for p in work.iterdir()) == ["bundle", "export"]
-        else:
-            assert code == 1, err.getvalue()
-            line = err.getvalue()
-            assert line.count("\n") == 1 and line.startswith("hydralib merge: error: "), line
-            _one_line(line, bad)
-            assert list(work.iterdir()) == []
+
+def _cli(command: str, bad: Path, other: Path, work: Path) -> tuple[int, str]:
+    from hydralib.cli import main
+
+    argv = {"info": ["info"],
+            "merge": ["merge", "--out", str(work / "bundle"), "--export-peft", str(work / "merged-peft")],
+            "compress": ["compress", "--method", "truncate", "--rank", "1", "--out", str(work / "compressed"),
+                         "--export-peft", str(work / "compressed-peft")]}[command]
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        code = main([argv[0], str(bad), str(other), *argv[1:]])
+    return code, err.getvalue()
+
+
+def _check_outputs(command: str, work: Path) -> None:
+    """The outputs of a successful ``command`` are complete (and nothing else is there)."""
+    if command == "info":
+        assert list(work.iterdir()) == []
+        return
+    if command == "merge":
+        from hydralib.merge import load_bundle
+
+        assert sorted(load_bundle(work / "bundle").tasks) == ["bad", "other"]
+    else:
+        from hydralib.compress import load_compressed
+
+        load_compressed(work / "compressed")
+    export = work / f"{'merged' if command == 'merge' else 'compressed'}-peft"
+    assert sorted(p.name for p in export.iterdir()) == ["bad", "other"]
+    load_adapters([export / "bad", export / "other"])
+    want = {"merge": ["bundle", "merged-peft"], "compress": ["bundle", "compressed", "compressed-peft", "merged-peft"]}
+    assert sorted(p.name for p in work.iterdir()) == want[command]
 
 
 @SETTINGS
