@@ -254,6 +254,27 @@ def test_killed_midway_leaves_each_output_absent_or_complete(scenario, pause, ad
     check_case(kill_and_rerun(scenario, adapters, tmp_path / "work", pause, in_process=True))
 
 
+def test_killed_overwrite_keeps_the_previous_export(adapters, tmp_path):
+    """``--overwrite`` killed midway: the export of the earlier run is still there, whole and unchanged."""
+    from hydralib.cli import main
+
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = argv_for("merge --export-peft", adapters, work)
+    assert main(argv) == 0
+    (work / "export" / "notes.txt").write_text("mine")  # another entry of the directory: kept
+    export = work / "export"
+    before = {p.relative_to(export): p.read_bytes() for p in sorted(export.rglob("*")) if p.is_file()}
+    how, _ = run_child(argv + ["--overwrite", "--heads", "2"], "save_file:3", work)  # the bundle, then 2 tasks
+    assert how == "killed"
+    assert state(work / "bundle", "bundle") == "complete"  # replaced by the killed run (2 heads), whole
+    assert {p.relative_to(export): p.read_bytes() for p in sorted(export.rglob("*")) if p.is_file()} == before
+    assert leftovers(work)  # the killed run's temporaries, until the next write
+    assert main(argv + ["--overwrite", "--heads", "2"]) == 0
+    assert state(work / "bundle", "bundle") == "complete" and leftovers(work) == []
+    assert sorted(p.name for p in export.iterdir()) == sorted([f"task{i}" for i in range(N_TASKS)] + ["notes.txt"])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_killed_anywhere_leaves_each_output_absent_or_complete(scenario, adapters, tmp_path):
