@@ -131,7 +131,7 @@ def check_floating(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
         if not tensor.dtype.is_floating_point:
             raise AdapterError(
                 f"{path}: tensor {key}: dtype {str(tensor.dtype).removeprefix('torch.')} is not floating point "
-                "(a PEFT adapter stores real-valued factors; integer codes are not dequantized)"
+                "(PEFT adapters store real floating-point factors)"
             )
 
 
