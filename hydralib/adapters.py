@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,8 +138,13 @@ class AdapterSet:
                         "are not (r, d_in) and (d_out, r)"
                     )
                 for name, t in (("A", A), ("B", B)):
+                    if not t.dtype.is_floating_point:
+                        raise AdapterError(f"task {task}: module {module}: {name} has dtype "
+                                           f"{str(t.dtype).removeprefix('torch.')}; factors must be floating point")
                     if not torch.isfinite(t).all():
                         raise AdapterError(f"task {task}: module {module}: {name} has NaN/Inf values")
+                if not _finite_number(scaling):
+                    raise AdapterError(f"task {task}: module {module}: scaling {scaling!r} is not a finite number")
                 shape = ModuleInfo(module, int(B.shape[0]), int(A.shape[1]), fan_in_fan_out)
                 if module in info and info[module] != shape:
                     raise AdapterError(
@@ -303,6 +309,16 @@ class AdapterSet:
             projections = self.projections if config.get("save_projection", True) else None
             tensors = peft_io.vera_tensors(self._vera[task], projections, dtype)
         return peft_io.write_adapter(directory, config, tensors, overwrite=overwrite)
+
+
+def _finite_number(value) -> bool:
+    """A real number (Python, numpy or a one-element tensor; not a string), finite."""
+    if isinstance(value, (str, bytes, bool)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def _describe_difference(got: set, expected: set) -> str:

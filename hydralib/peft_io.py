@@ -100,6 +100,10 @@ def read_config(directory: Path) -> dict:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
         raise AdapterError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
+    except RecursionError:
+        raise AdapterError(f"{path}: invalid JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise AdapterError(f"{path}: invalid JSON ({_first_line(exc)})") from None
     if not isinstance(config, dict):
         raise AdapterError(f"{path}: expected a JSON object, got {type(config).__name__}")
     return config
@@ -112,8 +116,23 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as exc:  # safetensors raises SafetensorError, OSError, ValueError...
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AdapterError(f"{path}: corrupt or truncated safetensors file ({message})") from None
+        raise AdapterError(f"{path}: corrupt or truncated safetensors file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def check_floating(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse tensors that are not floating point (integer codes, bool, complex): a PEFT adapter stores real
+    factors; quantized storage is hydralib's own container (:func:`hydralib.compress.load_compressed`)."""
+    for key, tensor in sorted(tensors.items()):
+        if not tensor.dtype.is_floating_point:
+            raise AdapterError(
+                f"{path}: tensor {key}: dtype {str(tensor.dtype).removeprefix('torch.')} is not floating point "
+                "(PEFT adapters store real floating-point factors)"
+            )
 
 
 def _weights_path(directory: Path) -> Path:
@@ -131,9 +150,111 @@ def _weights_path(directory: Path) -> Path:
 
 
 def _check_finite(path: Path, module: str, name: str, tensor: torch.Tensor) -> None:
+    if tensor.dtype.itemsize < 2:  # float8: torch.isfinite is not implemented for it
+        tensor = tensor.float()
     if not torch.isfinite(tensor).all():
         bad = int((~torch.isfinite(tensor)).sum())
         raise AdapterError(f"{path}: module {module}: {name} has {bad} NaN/Inf values")
+
+
+# The largest bound |s| ||B||_F ||A||_F on the norm of an update dW = s B A that hydralib accepts: squared norms
+# (energies, Gram matrices) of such updates, summed over many modules and tasks, stay finite in float32.
+MAX_UPDATE_NORM = 1e15
+
+
+def _check_update_size(path: Path, module: str, bound: float) -> None:
+    """Refuse an update whose norm bound ``bound`` (computed in float64) exceeds :data:`MAX_UPDATE_NORM`."""
+    if not bound <= MAX_UPDATE_NORM:
+        raise AdapterError(f"{path}: module {module}: the update is too large for float32 arithmetic "
+                           f"(norm up to {bound:.3g} > {MAX_UPDATE_NORM:.0e})")
+
+
+# ----------------------------------------------------------------------------- config fields
+
+
+def _show(value) -> str:
+    """``value`` as short one-line JSON text for messages (``NaN``, ``Infinity``, ``true``, ``"8"``)."""
+    try:
+        text = json.dumps(value, ensure_ascii=True, allow_nan=True, default=str)
+    except (ValueError, TypeError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite_real(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond the float range
+        return False
+
+
+def _check_rank_value(cfg: Path, field_name: str, value) -> None:
+    if not _is_int(value) or value < 1:
+        raise AdapterError(f"{cfg}: {field_name} must be an integer >= 1, got {_show(value)}")
+
+
+def _check_alpha_value(cfg: Path, field_name: str, value) -> None:
+    # peft computes scaling = lora_alpha / r (or / sqrt(r)) and checks nothing else: any finite real number
+    if not _finite_real(value):
+        raise AdapterError(f"{cfg}: {field_name} must be a finite number, got {_show(value)}")
+
+
+def _check_pattern(cfg: Path, field_name: str, pattern, check_value) -> None:
+    """``rank_pattern``/``alpha_pattern``: null or an object {regex: value}, each key a valid regex."""
+    if pattern is None:
+        return
+    if not isinstance(pattern, dict):
+        raise AdapterError(f"{cfg}: {field_name} must be an object {{module regex: value}}, got {_show(pattern)}")
+    for key, value in pattern.items():
+        name = f"{field_name}[{_show(key)}]"
+        try:
+            re.compile(rf"(.*\.)?({key})$")
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise AdapterError(f"{cfg}: {name}: the key is not a valid regular expression ({_first_line(exc)})") from None
+        check_value(cfg, name, value)
+
+
+def _check_flag(cfg: Path, config: dict, field_name: str) -> None:
+    value = config.get(field_name)
+    if value is not None and not isinstance(value, bool):
+        raise AdapterError(f"{cfg}: {field_name} must be true or false, got {_show(value)}")
+
+
+def validate_config(cfg: Path, config: dict) -> None:
+    """Check the type and range of every field the loaders read; errors name ``cfg`` and the field in one line.
+
+    LoRA: ``r`` and ``rank_pattern`` values are integers >= 1, ``lora_alpha`` and ``alpha_pattern`` values
+    finite numbers (peft allows any), pattern keys valid regular expressions. VeRA: ``r`` an integer >= 1,
+    ``projection_prng_key`` an integer in [0, 2**64) (torch's seed range). Both: the flags the loaders read
+    are true/false, ``base_model_name_or_path`` a string or null. ``true``/``false`` are not numbers.
+    """
+    base = config.get("base_model_name_or_path")
+    if base is not None and not isinstance(base, str):
+        raise AdapterError(f"{cfg}: base_model_name_or_path must be a string or null, got {_show(base)}")
+    for flag in ("fan_in_fan_out", "use_rslora", "use_dora", "lora_bias"):
+        _check_flag(cfg, config, flag)
+    kind = str(config.get("peft_type", "")).upper()  # another type is refused by read_adapter
+    if kind == "LORA":
+        if "r" in config:
+            _check_rank_value(cfg, "r", config["r"])
+        if "lora_alpha" in config:
+            _check_alpha_value(cfg, "lora_alpha", config["lora_alpha"])
+        _check_pattern(cfg, "rank_pattern", config.get("rank_pattern"), _check_rank_value)
+        _check_pattern(cfg, "alpha_pattern", config.get("alpha_pattern"), _check_alpha_value)
+    elif kind == "VERA":
+        if "r" not in config:
+            raise AdapterError(f"{cfg}: VeRA needs the rank r")
+        _check_rank_value(cfg, "r", config["r"])
+        key = config.get("projection_prng_key", 0)
+        if not _is_int(key) or not 0 <= key < 2**64:
+            raise AdapterError(f"{cfg}: projection_prng_key must be an integer in [0, 2**64), got {_show(key)}")
+        _check_flag(cfg, config, "save_projection")
 
 
 def _pattern_value(pattern: Mapping | None, module: str, default):
@@ -148,10 +269,13 @@ def _pattern_value(pattern: Mapping | None, module: str, default):
 
 def lora_rank_alpha_scaling(config: dict, module: str) -> tuple[int, float, float]:
     """Rank, alpha and scaling that peft gives ``module`` under ``config``."""
-    r = int(_pattern_value(config.get("rank_pattern"), module, config.get("r", 8)))
-    alpha = float(_pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", 8)))
-    if r <= 0:
-        raise ValueError(f"rank {r} must be positive")
+    r = _pattern_value(config.get("rank_pattern"), module, config.get("r", 8))
+    alpha = _pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", 8))
+    if not _is_int(r) or r <= 0:
+        raise ValueError(f"rank {_show(r)} must be an integer >= 1")
+    if not _finite_real(alpha):
+        raise ValueError(f"alpha {_show(alpha)} must be a finite number")
+    r, alpha = int(r), float(alpha)
     scaling = alpha / math.sqrt(r) if config.get("use_rslora", False) else alpha / r
     return r, alpha, scaling
 
@@ -169,7 +293,7 @@ def _refuse_unsupported_lora(path: Path, config: dict) -> None:
         raise AdapterError(f"{cfg}: bias={config['bias']!r} is refused: only bias-free LoRA (bias='none') is supported")
     if config.get("modules_to_save"):
         raise AdapterError(
-            f"{cfg}: modules_to_save={config['modules_to_save']} is refused: fully trained modules "
+            f"{cfg}: modules_to_save={config['modules_to_save']!r} is refused: fully trained modules "
             "are not low-rank and cannot be merged as dW = s B A"
         )
 
@@ -204,6 +328,8 @@ def _parse_lora(path: Path, config: dict, tensors: dict[str, torch.Tensor]) -> d
                 f"{path}: module {module}: lora_A {tuple(A.shape)} / lora_B {tuple(B.shape)} are not matrices "
                 "(convolution LoRA is not supported)"
             )
+        if A.numel() == 0 or B.numel() == 0:
+            raise AdapterError(f"{path}: module {module}: lora_A {tuple(A.shape)} / lora_B {tuple(B.shape)} are empty")
         try:
             r, _, scaling = lora_rank_alpha_scaling(config, module)
         except (TypeError, ValueError) as exc:
@@ -215,6 +341,7 @@ def _parse_lora(path: Path, config: dict, tensors: dict[str, torch.Tensor]) -> d
             )
         _check_finite(path, module, "lora_A", A)
         _check_finite(path, module, "lora_B", B)
+        _check_update_size(path, module, abs(scaling) * float(A.double().norm()) * float(B.double().norm()))
         modules[module] = (A, B, scaling)
     return modules
 
@@ -224,8 +351,8 @@ def _parse_vera(path: Path, config: dict, tensors: dict[str, torch.Tensor]):
     if config.get("bias", "none") != "none" or config.get("modules_to_save"):
         raise AdapterError(f"{cfg}: VeRA with bias or modules_to_save is not supported")
     r = config.get("r")
-    if not isinstance(r, int) or r <= 0:
-        raise AdapterError(f"{cfg}: VeRA rank r={r!r} is not a positive integer")
+    if not _is_int(r) or r <= 0:  # validate_config says so first; kept for callers of _parse_vera alone
+        raise AdapterError(f"{cfg}: r must be an integer >= 1, got {_show(r)}")
     projections = None
     if all(k in tensors for k in VERA_PROJECTIONS):
         projections = tuple(tensors.pop(k) for k in VERA_PROJECTIONS)
@@ -242,7 +369,7 @@ def _parse_vera(path: Path, config: dict, tensors: dict[str, torch.Tensor]):
         if set(pair) != {"b", "d"}:
             raise AdapterError(f"{path}: module {module}: vera_lambda_{'d' if 'b' in pair else 'b'} is missing")
         lb, ld = pair["b"], pair["d"]
-        if lb.ndim != 1 or ld.shape != (r,):
+        if lb.ndim != 1 or ld.shape != (r,) or lb.numel() == 0:
             raise AdapterError(
                 f"{path}: module {module}: vera_lambda_b {tuple(lb.shape)} / vera_lambda_d {tuple(ld.shape)} "
                 f"disagree with r={r} from {CONFIG_NAME}"
@@ -253,13 +380,17 @@ def _parse_vera(path: Path, config: dict, tensors: dict[str, torch.Tensor]):
     if projections is not None:
         vA, vB = projections
         max_out = max(lb.shape[0] for lb, _ in modules.values())
-        if vA.ndim != 2 or vB.ndim != 2 or vA.shape[0] != r or vB.shape[1] != r or vB.shape[0] < max_out:
+        if (vA.ndim != 2 or vB.ndim != 2 or vA.shape[0] != r or vB.shape[1] != r or vB.shape[0] < max_out
+                or vA.shape[1] == 0):
             raise AdapterError(
                 f"{path}: VeRA projections vera_A {tuple(vA.shape)} / vera_B {tuple(vB.shape)} disagree with "
                 f"r={r} and the largest lambda_b ({max_out})"
             )
         _check_finite(path, "(shared)", "vera_A", vA)
         _check_finite(path, "(shared)", "vera_B", vB)
+    size = 1.0 if projections is None else float(projections[0].double().norm() * projections[1].double().norm())
+    for module, (lb, ld) in modules.items():  # ||dW|| <= max|lambda_b| max|lambda_d| ||vera_B|| ||vera_A||
+        _check_update_size(path, module, float(lb.double().abs().max()) * float(ld.double().abs().max()) * size)
     return modules, projections
 
 
@@ -271,10 +402,12 @@ def read_adapter(directory: str | Path) -> RawAdapter:
     if not directory.is_dir():
         raise AdapterError(f"{directory}: is a file; expected a PEFT adapter directory")
     config = read_config(directory)
+    validate_config(directory / CONFIG_NAME, config)
     weights = _weights_path(directory)
     tensors = read_tensors(weights)
     if not tensors:
         raise AdapterError(f"{weights}: holds no tensors")
+    check_floating(weights, tensors)
     dtypes = {t.dtype for t in tensors.values()}
     stored = dtypes.pop() if len(dtypes) == 1 else torch.float32
     peft_type = str(config.get("peft_type", "")).upper()

@@ -98,7 +98,103 @@ def test_huge_declared_rank(good):
 
 def test_non_positive_rank(good):
     _edit_config(good, r=0)
-    assert "bad rank or alpha" in _error([good])
+    assert f"{good / CONFIG_NAME}: r must be an integer >= 1, got 0" == _error([good])
+
+
+def _raw_config(directory: Path, field: str, json_value: str) -> None:
+    """Set ``field`` of adapter_config.json to raw JSON text (``NaN``, ``Infinity``, ``1e999``...)."""
+    import json
+
+    config = json.loads((directory / CONFIG_NAME).read_text())
+    config[field] = "@@"
+    (directory / CONFIG_NAME).write_text(json.dumps(config).replace('"@@"', json_value))
+
+
+# field, raw JSON value, the end of the message (after "<file>: ")
+BAD_FIELDS = [
+    ("lora_alpha", "NaN", "lora_alpha must be a finite number, got NaN"),
+    ("lora_alpha", "Infinity", "lora_alpha must be a finite number, got Infinity"),
+    ("lora_alpha", "-Infinity", "lora_alpha must be a finite number, got -Infinity"),
+    ("lora_alpha", "1e999", "lora_alpha must be a finite number, got Infinity"),
+    ("lora_alpha", "1" + "0" * 400, "lora_alpha must be a finite number, got 1000000000000000000000000000000000000..."),
+    ("lora_alpha", "true", "lora_alpha must be a finite number, got true"),
+    ("lora_alpha", '"8"', 'lora_alpha must be a finite number, got "8"'),
+    ("lora_alpha", "null", "lora_alpha must be a finite number, got null"),
+    ("lora_alpha", "[8]", "lora_alpha must be a finite number, got [8]"),
+    ("r", "true", "r must be an integer >= 1, got true"),
+    ("r", "4.0", "r must be an integer >= 1, got 4.0"),
+    ("r", "-4", "r must be an integer >= 1, got -4"),
+    ("r", "NaN", "r must be an integer >= 1, got NaN"),
+    ("r", '{"r": 4}', 'r must be an integer >= 1, got {"r": 4}'),
+    ("rank_pattern", '{"q_proj": 0}', 'rank_pattern["q_proj"] must be an integer >= 1, got 0'),
+    ("rank_pattern", '{"q_proj": false}', 'rank_pattern["q_proj"] must be an integer >= 1, got false'),
+    ("rank_pattern", '{"q_proj": {"x": 4}}', 'rank_pattern["q_proj"] must be an integer >= 1, got {"x": 4}'),
+    ("rank_pattern", "[4]", "rank_pattern must be an object {module regex: value}, got [4]"),
+    ("rank_pattern", '{"(": 4}', 'rank_pattern["("]: the key is not a valid regular expression'),
+    ("alpha_pattern", '{"q_proj": NaN}', 'alpha_pattern["q_proj"] must be a finite number, got NaN'),
+    ("alpha_pattern", '{"q_proj": "16"}', 'alpha_pattern["q_proj"] must be a finite number, got "16"'),
+    ("use_rslora", '"false"', 'use_rslora must be true or false, got "false"'),
+    ("fan_in_fan_out", "1", "fan_in_fan_out must be true or false, got 1"),
+    ("base_model_name_or_path", "[1]", "base_model_name_or_path must be a string or null, got [1]"),
+]
+
+
+@pytest.mark.parametrize("field,value,message", BAD_FIELDS, ids=[f"{f}={v[:12]}" for f, v, _ in BAD_FIELDS])
+def test_bad_numeric_fields_name_the_file_and_the_field(good, field, value, message):
+    _raw_config(good, field, value)
+    msg = _error([good])
+    assert msg.startswith(f"{good / CONFIG_NAME}: {message}"), msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("value,scaling", [("0", 0.0), ("-8", -2.0), ("2.5", 0.625)])
+def test_alpha_takes_any_finite_value_as_peft_does(good, value, scaling):
+    _raw_config(good, "lora_alpha", value)
+    assert load_adapters([good]).scaling("good", MODULE) == scaling
+
+
+def test_pattern_values_apply_per_module(good):
+    _raw_config(good, "alpha_pattern", '{"q_proj": 2}')
+    aset = load_adapters([good])
+    assert aset.scaling("good", MODULE) == 0.5 and aset.scaling("good", MODULE.replace("q_proj", "k_proj")) == 2.0
+
+
+def test_huge_alpha_makes_the_update_too_large(good):
+    _raw_config(good, "lora_alpha", "1e300")
+    msg = _error([good])
+    assert msg.startswith(f"{good / WEIGHTS_NAME}: module model.layers.0.self_attn.") and "too large" in msg
+
+
+def test_config_numbers_beyond_json_limits(good):
+    (good / CONFIG_NAME).write_text('{"peft_type": "LORA", "r": ' + "9" * 5000 + "}")
+    msg = _error([good])
+    assert msg.startswith(f"{good / CONFIG_NAME}: invalid JSON (") and "\n" not in msg
+    (good / CONFIG_NAME).write_text("[" * 100000 + "]" * 100000)
+    assert _error([good]) == f"{good / CONFIG_NAME}: invalid JSON (nested too deeply)"
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int32, torch.bool, torch.complex64])
+def test_non_floating_factors_are_refused(good, dtype):
+    def to_codes(tensors):
+        for key in tensors:
+            tensors[key] = (tensors[key] * 100).to(dtype) if dtype != torch.complex64 else tensors[key].to(dtype)
+
+    _edit_tensors(good, to_codes)
+    msg = _error([good])
+    name = str(dtype).removeprefix("torch.")
+    assert msg.startswith(f"{good / WEIGHTS_NAME}: tensor base_model.model.") and f"dtype {name} is not floating" in msg
+
+
+def test_float8_factors_load(good):
+    _edit_tensors(good, lambda t: t.update({k: v.to(torch.float8_e4m3fn) for k, v in t.items()}))
+    aset = load_adapters([good])
+    assert aset.stored_dtypes["good"] == torch.float8_e4m3fn and aset.dtype == torch.float32
+
+
+def test_empty_factors_are_refused(good):
+    _edit_config(good, r=1)
+    _edit_tensors(good, lambda t: t.update({k: v[:1, :0] if "lora_A" in k else v[:0, :1] for k, v in t.items()}))
+    assert "are empty" in _error([good])
 
 
 def test_missing_half_of_a_module(good):
@@ -211,6 +307,43 @@ def test_vera_different_prng_keys(tmp_path):
     assert "projection_prng_key=1 differs from 0" in _error([a, b])
 
 
+@pytest.fixture(scope="module")
+def vera_dir(tmp_path_factory):
+    from peft import VeraConfig
+
+    root = tmp_path_factory.mktemp("vera")
+    return save_peft_adapter(root / "vera", tiny_llama(), VeraConfig(r=8, target_modules=LLAMA_TARGETS,
+                                                                     projection_prng_key=3))
+
+
+BAD_VERA_FIELDS = [
+    ("r", "0", "r must be an integer >= 1, got 0"),
+    ("r", "8.0", "r must be an integer >= 1, got 8.0"),
+    ("r", "true", "r must be an integer >= 1, got true"),
+    ("r", "Infinity", "r must be an integer >= 1, got Infinity"),
+    ("projection_prng_key", "-1", "projection_prng_key must be an integer in [0, 2**64), got -1"),
+    ("projection_prng_key", str(2**64), f"projection_prng_key must be an integer in [0, 2**64), got {2**64}"),
+    ("projection_prng_key", "3.0", "projection_prng_key must be an integer in [0, 2**64), got 3.0"),
+    ("projection_prng_key", "NaN", "projection_prng_key must be an integer in [0, 2**64), got NaN"),
+    ("projection_prng_key", "false", "projection_prng_key must be an integer in [0, 2**64), got false"),
+    ("projection_prng_key", "null", "projection_prng_key must be an integer in [0, 2**64), got null"),
+    ("save_projection", '"yes"', 'save_projection must be true or false, got "yes"'),
+]
+
+
+@pytest.mark.parametrize("field,value,message", BAD_VERA_FIELDS, ids=[f"{f}={v}" for f, v, _ in BAD_VERA_FIELDS])
+def test_bad_vera_fields_name_the_file_and_the_field(vera_dir, tmp_path, field, value, message):
+    bad = Path(shutil.copytree(vera_dir, tmp_path / "bad"))
+    _raw_config(bad, field, value)
+    assert _error([bad]) == f"{bad / CONFIG_NAME}: {message}"
+
+
+def test_vera_largest_prng_key_loads(vera_dir, tmp_path):
+    d = Path(shutil.copytree(vera_dir, tmp_path / "d"))
+    _raw_config(d, "projection_prng_key", str(2**64 - 1))
+    assert load_adapters([d]).kind == "vera"
+
+
 def test_vera_without_projections_needs_shapes(tmp_path):
     from peft import VeraConfig
 
@@ -229,6 +362,12 @@ def test_from_factors_validation():
         AdapterSet.from_factors({"t": {"m": good}, "u": {"n": good}})
     with pytest.raises(AdapterError, match="NaN/Inf"):
         AdapterSet.from_factors({"t": {"m": (torch.full((2, 5), float("nan")), torch.randn(3, 2), 1.0)}})
+    for scaling in (float("nan"), float("inf"), True, "2", None):
+        with pytest.raises(AdapterError, match="task t: module m: scaling .* is not a finite number"):
+            AdapterSet.from_factors({"t": {"m": (torch.randn(2, 5), torch.randn(3, 2), scaling)}})
+    with pytest.raises(AdapterError, match="task t: module m: A has dtype int8; factors must be floating point"):
+        AdapterSet.from_factors({"t": {"m": (torch.ones(2, 5, dtype=torch.int8), torch.randn(3, 2), 1.0)}})
+    assert AdapterSet.from_factors({"t": {"m": (torch.randn(2, 5), torch.randn(3, 2), torch.tensor(0.5))}}).scaling("t", "m") == 0.5
 
 
 def test_save_refuses_to_overwrite_and_keeps_existing(lora_dirs, tmp_path):

@@ -62,8 +62,29 @@ def _pickle_only(d):
     (d / "adapter_model.bin").write_bytes(b"\x80\x04 pickled, never opened")
 
 
+def _int8(d):
+    _tensors(d, lambda t: t.update({k: (v * 100).to(torch.int8) for k, v in t.items()}))
+
+
+def _deep(d):
+    (d / CONFIG_NAME).write_text("[" * 100000 + "]" * 100000)
+
+
 # name -> (how to break a copy of a good adapter, the part of the path the message must name)
 CASES = {
+    "NaN lora_alpha": (lambda d: _config(d, lora_alpha=float("nan")), CONFIG_NAME),
+    "infinite lora_alpha": (lambda d: _config(d, lora_alpha=float("inf")), CONFIG_NAME),
+    "string lora_alpha": (lambda d: _config(d, lora_alpha="8"), CONFIG_NAME),
+    "huge lora_alpha": (lambda d: _config(d, lora_alpha=1e300), WEIGHTS_NAME),
+    "boolean r": (lambda d: _config(d, r=True), CONFIG_NAME),
+    "float r": (lambda d: _config(d, r=4.0), CONFIG_NAME),
+    "negative rank_pattern": (lambda d: _config(d, rank_pattern={"q_proj": -2}), CONFIG_NAME),
+    "nested rank_pattern": (lambda d: _config(d, rank_pattern={"q_proj": {"r": 4}}), CONFIG_NAME),
+    "bad regex in rank_pattern": (lambda d: _config(d, rank_pattern={"(": 4}), CONFIG_NAME),
+    "NaN alpha_pattern": (lambda d: _config(d, alpha_pattern={"q_proj": float("nan")}), CONFIG_NAME),
+    "string use_rslora": (lambda d: _config(d, use_rslora="false"), CONFIG_NAME),
+    "deeply nested config": (_deep, CONFIG_NAME),
+    "int8 factors": (_int8, WEIGHTS_NAME),
     "corrupt safetensors": (_garbage, WEIGHTS_NAME),
     "truncated safetensors": (_truncated, WEIGHTS_NAME),
     "wrong shapes": (_wrong_shape, ""),
@@ -77,7 +98,7 @@ CASES = {
     "path is a file": (None, ""),
 }
 
-COMMANDS = ("info", "analyze", "merge", "merge-ties", "evaluate")
+COMMANDS = ("info", "analyze", "merge", "merge-ties", "compress", "evaluate")
 
 
 def make_case(name: str, good: Path, tmp: Path) -> Path:
@@ -98,7 +119,10 @@ def argv_for(command: str, bad: Path, other: Path, out: Path) -> list[str]:
     if command == "analyze":
         return ["analyze", str(bad), str(other), "--out", str(out)]
     if command == "merge":
-        return ["merge", str(bad), str(other), "--out", str(out)]
+        return ["merge", str(bad), str(other), "--out", str(out), "--export-peft", f"{out}-peft"]
+    if command == "compress":
+        return ["compress", str(bad), str(other), "--method", "truncate", "--rank", "2", "--out", str(out),
+                "--export-peft", f"{out}-peft"]
     if command == "merge-ties":
         return ["merge", str(bad), str(other), "--method", "ties", "--density", "0.5", "--out", str(out)]
     if command == "evaluate":
@@ -144,7 +168,7 @@ def test_bad_input_gives_one_clear_line_and_keeps_outputs(case, command, adapter
         {bad.name, "output"} if command == "evaluate" else {bad.name})
 
 
-@pytest.mark.parametrize("command", ["analyze", "merge", "evaluate"])
+@pytest.mark.parametrize("command", ["analyze", "merge", "compress", "evaluate"])
 def test_existing_output_needs_overwrite(command, adapters, tmp_path, capsys):
     good, other = adapters
     out = tmp_path / "existing-output"

@@ -94,10 +94,17 @@ def check_task_dirs(out_dir: str | Path, tasks, overwrite: bool) -> dict[str, Pa
 
 
 def export_tasks(cset, targets: dict[str, Path], overwrite: bool) -> None:
-    """Write the decoded adapters of ``cset`` (``cset.to_adapter_set()``) as stock PEFT LoRA directories."""
+    """Write the decoded adapters of ``cset`` (``cset.to_adapter_set()``) as stock PEFT LoRA directories
+    ``targets`` (``{task: out_dir/task}`` from :func:`check_task_dirs`), all appearing in ``out_dir`` at once."""
+    from ..atomic import atomic_entries
+
+    if not targets:
+        return
+    (out_dir,) = {Path(target).parent for target in targets.values()}
     decoded = cset.to_adapter_set()
-    for task, target in targets.items():
-        decoded.save_peft(task, target, overwrite=overwrite)
+    with atomic_entries(out_dir, [Path(t).name for t in targets.values()], overwrite=overwrite) as tmp:
+        for task, target in targets.items():
+            decoded.save_peft(task, tmp / Path(target).name)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

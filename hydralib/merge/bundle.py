@@ -46,7 +46,7 @@ from typing import Sequence
 
 import torch
 
-from ..atomic import atomic_dir, check_writable
+from ..atomic import atomic_dir, atomic_entries, check_writable
 from ..errors import AdapterError
 from .hydraopt import HydraOptResult, ModuleResult
 
@@ -263,7 +263,8 @@ def export_peft(
     for side A (``(A'_g(i), B')`` for side B), with rank r' and
     ``lora_alpha = r'``, written by :meth:`~hydralib.adapters.AdapterSet.save_peft`
     so stock ``peft`` loads it. ``result`` may be a bundle path. Every target
-    directory is checked before anything is written; each is written atomically.
+    directory is checked before anything is written; all of them appear in
+    ``out_dir`` at once (:func:`~hydralib.atomic.atomic_entries`).
     Returns ``{task: directory}``.
     """
     if not isinstance(result, HydraOptResult):
@@ -279,4 +280,7 @@ def export_peft(
             raise ValueError(f"export_peft: task name {task!r} cannot be a directory name")
         targets[task] = check_writable(out_dir / task, overwrite)
     aset = result.to_adapter_set(tasks)
-    return {task: aset.save_peft(task, targets[task], overwrite=overwrite, dtype=dtype) for task in tasks}
+    with atomic_entries(out_dir, tasks, overwrite=overwrite) as tmp:
+        for task in tasks:
+            aset.save_peft(task, tmp / task, dtype=dtype)
+    return targets
