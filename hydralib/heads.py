@@ -29,7 +29,7 @@ Example
 -------
 >>> import torch
 >>> from hydralib.merge.hydraopt import hydraopt
->>> from hydralib.merge.synthetic import random_lora_factors
+>>> from hydralib.synthetic import random_lora_factors
 >>> model = torch.nn.Sequential(torch.nn.Linear(10, 12), torch.nn.Tanh(), torch.nn.Linear(12, 6))
 >>> factors = random_lora_factors(3, {"0": (12, 10), "2": (6, 12)}, rank=2, seed=0, task_names=["a", "b", "c"])
 >>> result = hydraopt(factors, heads=2, rank=2, side="A", progress=False)

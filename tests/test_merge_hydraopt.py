@@ -25,7 +25,7 @@ from hydralib.merge.hydraopt import (
     task_weights,
 )
 from hydralib.merge.lowrank import delta_norms_sq, dense_stacked_floor
-from hydralib.merge.synthetic import random_lora_factors, synthetic_tasks
+from hydralib.synthetic import random_lora_factors, synthetic_tasks
 
 F64 = torch.float64
 Q_PROJ = "model.layers.0.self_attn.q_proj"

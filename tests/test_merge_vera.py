@@ -13,17 +13,16 @@ from peft.utils import merge_utils
 import hydralib.merge.vera as vera_module
 import hydralib.merge.vera_solvers as vera_solvers_module
 from hydralib import AdapterError, AdapterSet, load_adapters
-from hydralib.merge.synthetic import derive_seed
 from hydralib.merge.vera import (
     merge_vera_dense,
     merge_vera_vectors,
-    random_vera_adapters,
     vector_average_gap,
     vera_delta,
     vera_floor,
     vera_hydraopt,
     vera_objective,
 )
+from hydralib.synthetic import derive_seed, random_vera_adapters
 
 from conftest import LLAMA_TARGETS, randomise_adapter, tiny_llama
 
@@ -72,7 +71,7 @@ def test_split_keeps_the_public_api():
     for name in vera_solvers_module.__all__:
         assert getattr(vera_module, name) is getattr(vera_solvers_module, name), name
     for name in ("VERA_SOLVERS", "MergedVeRA", "VectorAverageGap", "VeraHydraResult", "VeraModuleResult",
-                 "merge_vera_dense", "merge_vera_vectors", "random_vera_adapters", "vector_average_gap",
+                 "merge_vera_dense", "merge_vera_vectors", "vector_average_gap",
                  "vera_hydraopt"):
         assert getattr(merge, name) is getattr(vera_module, name), name
     assert vera_module.VERA_SOLVERS["als"].fn is vera_module.solve_vera_als
@@ -278,7 +277,7 @@ def test_heads_forms_storage_and_weighting():
 
 
 def test_errors_name_the_problem():
-    from hydralib.merge.synthetic import random_lora_factors
+    from hydralib.synthetic import random_lora_factors
 
     lora = AdapterSet.from_factors(random_lora_factors(2, {Q: (8, 6)}, rank=2, seed=0))
     with pytest.raises(AdapterError, match="VeRA"):

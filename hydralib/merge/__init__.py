@@ -11,15 +11,17 @@
   lambda_b, ALS and Adam solvers);
 * :mod:`.vera_solvers` - VeRA HydraOpt at one module: Gram-form objective,
   floor, and the ALS / Adam solvers (:data:`VERA_SOLVERS`);
-* :mod:`.bundle` - save / load / export to PEFT;
-* :mod:`.synthetic` - random adapters with controllable structure.
+* :mod:`.bundle` - save / load / export to PEFT.
+
+Synthetic adapters for examples and tests are in :mod:`hydralib.synthetic`.
 
 Methods are data: :data:`MERGE_METHODS` (baselines) and :data:`SOLVERS`
 (HydraOpt) map a name to the function and its paper.
 
 Example
 -------
->>> from hydralib.merge import hydraopt, merge_adapters, random_lora_factors
+>>> from hydralib.merge import hydraopt, merge_adapters
+>>> from hydralib.synthetic import random_lora_factors
 >>> factors = random_lora_factors(4, {"layers.0.q_proj": (16, 12)}, rank=2, seed=0, shared_a=0.8)
 >>> hydra = hydraopt(factors, heads=2, rank=2, progress=False)
 >>> ties = merge_adapters(factors, "ties", density=0.5, lam=0.5, rank=2, progress=False)
@@ -58,7 +60,6 @@ from .lowrank import (
     stacked_gram,
     truncated_svd_dense,
 )
-from .synthetic import attention_modules, derive_seed, random_lora_factors, synthetic_tasks
 from .vera import (
     VERA_SOLVERS,
     MergedVeRA,
@@ -67,7 +68,6 @@ from .vera import (
     VeraModuleResult,
     merge_vera_dense,
     merge_vera_vectors,
-    random_vera_adapters,
     vector_average_gap,
     vera_hydraopt,
 )
@@ -80,7 +80,6 @@ __all__ = [
     "resolve_groups", "solve_adam", "solve_exact", "task_similarity", "task_weights", "transpose_factors",
     "LowRankSVD", "StackedGram", "delta_inner_products", "lowrank_svd", "row_space_basis", "stacked_gram",
     "truncated_svd_dense",
-    "attention_modules", "derive_seed", "random_lora_factors", "synthetic_tasks",
     "VERA_SOLVERS", "MergedVeRA", "VectorAverageGap", "VeraHydraResult", "VeraModuleResult", "merge_vera_dense",
-    "merge_vera_vectors", "random_vera_adapters", "vector_average_gap", "vera_hydraopt",
+    "merge_vera_vectors", "vector_average_gap", "vera_hydraopt",
 ]

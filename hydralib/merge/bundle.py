@@ -25,7 +25,7 @@ stock ``peft`` loads.
 Example
 -------
 >>> import tempfile, os
->>> from hydralib.merge.synthetic import random_lora_factors
+>>> from hydralib.synthetic import random_lora_factors
 >>> from hydralib.merge.hydraopt import hydraopt
 >>> factors = random_lora_factors(3, {"layers.0.q_proj": (12, 10)}, rank=2, seed=0)
 >>> result = hydraopt(factors, heads=2, rank=3, progress=False)

@@ -20,7 +20,7 @@ rows or a matplotlib Axes; nothing forms a dense ``d_out x d_in`` update.
 
 Example
 -------
->>> from hydralib.merge.synthetic import random_lora_factors, synthetic_tasks
+>>> from hydralib.synthetic import random_lora_factors, synthetic_tasks
 >>> from hydralib.merge.hydraopt import hydraopt
 >>> tasks, meta = synthetic_tasks(["qa", "summary"], ["en", "de"])
 >>> shapes = {"model.layers.0.self_attn.q_proj": (12, 10), "model.layers.1.self_attn.q_proj": (12, 10)}

@@ -27,7 +27,7 @@ transposed factors (``dW^T = s A^T B^T``).
 
 Example
 -------
->>> from hydralib.merge.synthetic import random_lora_factors, synthetic_tasks
+>>> from hydralib.synthetic import random_lora_factors, synthetic_tasks
 >>> tasks, meta = synthetic_tasks(["qa", "summary"], ["en", "de"])
 >>> factors = random_lora_factors(4, {"layers.0.q_proj": (24, 16)}, rank=2, seed=0, task_names=tasks)
 >>> result = hydraopt(factors, heads="task", rank=8, metadata=meta, progress=False)

@@ -35,7 +35,6 @@ Contents
   (d_out,); ``side="b"`` the mirror), fitted to
   ``L = sum_i w_i ||dW'_g(i) - dW_i||_F^2`` module by module by alternating
   least squares or Adam (:data:`VERA_SOLVERS`).
-* :func:`random_vera_adapters`: synthetic VeRA adapter sets for tests and the book.
 
 The per-module algebra (Gram forms, never a dense dW), the objective, its
 floor and the two solvers live in :mod:`hydralib.merge.vera_solvers`; their
@@ -58,7 +57,8 @@ PRNG key (:func:`hydralib.storage.vera_module_params`).
 
 Example
 -------
->>> from hydralib.merge.vera import merge_vera_vectors, random_vera_adapters, vector_average_gap, vera_hydraopt
+>>> from hydralib.merge.vera import merge_vera_vectors, vector_average_gap, vera_hydraopt
+>>> from hydralib.synthetic import random_vera_adapters
 >>> aset = random_vera_adapters(4, {"layers.0.q_proj": (24, 16)}, rank=4, seed=0)
 >>> vector_average_gap(aset).total > 0.1          # averaging the vectors is not averaging dW
 True
@@ -81,9 +81,9 @@ from typing import Mapping, Sequence
 import torch
 
 from ..errors import AdapterError
+from ..synthetic import derive_seed
 from .baselines import MERGE_METHODS, merge_adapters, merge_deltas
 from .hydraopt import Grouping, resolve_groups, task_weights
-from .synthetic import _mix, derive_seed
 from .vera_solvers import (
     _F64,
     VERA_SIDES,
@@ -121,7 +121,6 @@ __all__ = [
     "VeraModuleResult",
     "VeraHydraResult",
     "vera_hydraopt",
-    "random_vera_adapters",
 ]
 
 
@@ -683,80 +682,3 @@ def vera_hydraopt(
                  **{k: v for k, v in solver_options.items() if isinstance(v, (int, float, str, bool))}},
     )
 
-
-# ============================================================================= synthetic VeRA sets
-
-
-def random_vera_adapters(
-    n_tasks: int,
-    modules: Mapping[str, tuple[int, int]],
-    rank: int,
-    seed: int = 0,
-    *,
-    prng_key: int = 0,
-    shared_b: float = 0.0,
-    shared_d: float = 0.0,
-    groups: Sequence[object] | None = None,
-    group_b: float = 0.0,
-    group_d: float = 0.0,
-    task_names: Sequence[str] | None = None,
-    metadata: Mapping[str, dict] | None = None,
-    base_model: str | None = "synthetic",
-    save_projection: bool = True,
-):
-    """A random VeRA :class:`~hydralib.adapters.AdapterSet` over modules ``{name: (d_out, d_in)}``.
-
-    Projections are peft's, regenerated from ``prng_key``
-    (:func:`~hydralib.peft_io.vera_projections`). Vectors: ``lambda_b_i = mix``
-    of a part common to all tasks (fraction ``shared_b``), a part common to the
-    task's group (``group_b``, needs ``groups``) and its own part, entries
-    N(0, 1); the same for ``lambda_d`` with ``shared_d`` / ``group_d``. So
-    ``shared_d=1`` gives every task the same lambda_d. Module m draws from
-    ``torch.Generator().manual_seed(derive_seed(seed, "vera", m))``. The set
-    carries a peft ``VeraConfig`` so that results can be saved as PEFT directories.
-    """
-    from peft import VeraConfig
-
-    from ..adapters import AdapterSet, ModuleInfo
-    from ..peft_io import vera_projections
-
-    names = list(task_names) if task_names is not None else [f"task{i}" for i in range(n_tasks)]
-    if len(names) != n_tasks or len(set(names)) != n_tasks:
-        raise ValueError(f"random_vera_adapters: need {n_tasks} distinct task names, got {names}")
-    if groups is None:
-        if group_b or group_d:
-            raise ValueError("random_vera_adapters: group_b / group_d need groups=")
-        groups = [0] * n_tasks
-    groups = list(groups)
-    if len(groups) != n_tasks:
-        raise ValueError(f"random_vera_adapters: {len(groups)} group labels for {n_tasks} tasks")
-    for name, f_common, f_group in (("lambda_b", shared_b, group_b), ("lambda_d", shared_d, group_d)):
-        if min(f_common, f_group) < 0 or f_common + f_group > 1:
-            raise ValueError(f"random_vera_adapters: fractions of {name} must be >= 0 and sum to <= 1")
-    labels = list(dict.fromkeys(groups))
-    vera: dict[str, dict] = {t: {} for t in names}
-    info = {}
-    for module, (d_out, d_in) in modules.items():
-        d_out, d_in = int(d_out), int(d_in)
-        info[module] = ModuleInfo(module, d_out, d_in)
-        gen = torch.Generator().manual_seed(derive_seed(seed, "vera", module))
-
-        def draw():
-            return torch.randn(d_out, generator=gen, dtype=_F64), torch.randn(rank, generator=gen, dtype=_F64)
-
-        common = draw()
-        parts = {label: draw() for label in labels}
-        for task, label in zip(names, groups):
-            own = draw()
-            lb = _mix(common[0], parts[label][0], own[0], shared_b, group_b).float()
-            ld = _mix(common[1], parts[label][1], own[1], shared_d, group_d).float()
-            vera[task][module] = (lb, ld)
-    max_out = max(i.d_out for i in info.values())
-    max_in = max(i.d_in for i in info.values())
-    projections = vera_projections(prng_key, rank, max_out, max_in)
-    config = VeraConfig(r=rank, target_modules=sorted(modules), projection_prng_key=prng_key,
-                        save_projection=save_projection, vera_dropout=0.0, base_model_name_or_path=base_model).to_dict()
-    config["peft_type"] = "VERA"
-    config["target_modules"] = sorted(modules)
-    return AdapterSet("vera", names, info, vera=vera, projections=projections, base_model=base_model,
-                      metadata=metadata, configs={t: copy.deepcopy(config) for t in names})
