@@ -344,7 +344,7 @@ def householder_solve(monkeypatch, *args):
     """The same problem through the Householder / eigensolver path (the factored one switched off)."""
     import importlib
 
-    module = importlib.import_module("hydralib.merge.hydraopt")  # the module (hydralib.merge.hydraopt is also a function)
+    module = importlib.import_module("hydralib.merge.hydraopt.exact")  # (hydralib.merge.hydraopt is also a function)
     with monkeypatch.context() as m:
         m.setattr(module, "_solve_exact_factored", lambda *a, **k: None)
         return solve_exact(*args)

@@ -4,14 +4,17 @@
   truncated SVD of a sum of LoRAs) and dense references for tests;
 * :mod:`.baselines` - task arithmetic, TIES, DARE, DARE-TIES, magnitude
   pruning on dW via ``peft.utils.merge_utils``, seeded, stored by truncated SVD;
-* :mod:`.hydraopt` - shared A' (or B') with K heads: exact and Adam solvers,
-  weighting, grouping;
+* :mod:`.hydraopt` - shared A' (or B') with K heads, a package: groupings
+  (:mod:`~.hydraopt.groups`), weightings, the exact (:mod:`~.hydraopt.exact`)
+  and Adam (:mod:`~.hydraopt.adam`) solvers, results, bundles and the PEFT
+  export (:mod:`~.hydraopt.result`);
 * :mod:`.vera` - VeRA: TA/TIES/DARE on the trainable vectors, a dW reference,
   the vector-average gap, and the HydraOpt analogue (shared lambda_d or
   lambda_b, ALS and Adam solvers);
 * :mod:`.vera_solvers` - VeRA HydraOpt at one module: Gram-form objective,
   floor, and the ALS / Adam solvers (:data:`VERA_SOLVERS`);
-* :mod:`.bundle` - save / load / export to PEFT.
+* :mod:`.bundle` - save / load / export to PEFT (the old import path of
+  :mod:`.hydraopt.result`).
 
 Synthetic adapters for examples and tests are in :mod:`hydralib.synthetic`.
 
@@ -30,7 +33,6 @@ Example
 """
 
 from .baselines import MERGE_METHODS, MergedLoRA, MergeMethod, merge_adapters, merge_deltas, seeded_rng
-from .bundle import bundle_storage, export_peft, load_bundle, save_bundle
 from .hydraopt import (
     SOLVERS,
     WEIGHTINGS,
@@ -38,13 +40,17 @@ from .hydraopt import (
     HydraOptResult,
     ModuleResult,
     ModuleSolution,
+    bundle_storage,
+    export_peft,
     group_by_clustering,
     group_by_metadata,
     group_by_task,
     group_explicit,
     hydraopt,
+    load_bundle,
     objective,
     resolve_groups,
+    save_bundle,
     solve_adam,
     solve_exact,
     task_similarity,
