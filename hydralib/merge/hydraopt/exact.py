@@ -14,7 +14,8 @@ from typing import Sequence
 
 import torch
 
-from ..lowrank import SUBSPACE_MIN_SIZE, _fix_signs, block_sums, factored_top_eigen, stacked_gram, top_eigen
+from ..lowrank import SUBSPACE_MIN_SIZE, block_sums, factored_top_eigen, stacked_gram, top_eigen
+from ..lowrank.eigen import _fix_signs
 from ..products import empty_buffer, gram64, matmul, matmul64, matmul64_rows, to_float64
 from .problem import ModuleSolution, _check_problem, _pad, _padded, objective
 
