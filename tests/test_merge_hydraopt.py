@@ -398,31 +398,6 @@ def test_factored_exact_path_in_float32_agrees_with_float64(monkeypatch):
     assert sol.loss <= old.loss * (1 + 1e-7)
 
 
-@pytest.mark.parametrize("blas", ["numpy", "torch"])
-def test_factored_float32_solution_does_not_depend_on_the_product_backend(monkeypatch, blas):
-    """oneDNN (matmul_nt) or the BLAS for the float32 Krylov products, numpy or torch for the other products
-    (products.blas_backend): the same solution up to rounding."""
-    import importlib
-
-    products = importlib.import_module("hydralib.merge.products")
-    As, Bs, ss, w = structured_problem(dtype=torch.float32)
-    for groups in (list(range(10)), [0, 0, 0, 1, 2, 2, 3, 1, 4, 4]):
-        K = max(groups) + 1
-        fast = solve_exact(As, Bs, ss, w, groups, K, 30)
-        with monkeypatch.context() as m:
-            m.setattr(products, "_ONEDNN_NT", False)
-            m.setattr(products, "_BLAS_BACKEND", blas)
-            plain = solve_exact(As, Bs, ss, w, groups, K, 30)
-        assert fast.method == plain.method == "factored"
-        assert fast.loss == pytest.approx(plain.loss, rel=1e-9)
-        assert fast.floor == pytest.approx(plain.floor, rel=1e-9) and fast.spread == plain.spread
-        assert fast.energy == pytest.approx(plain.energy, rel=1e-13)
-        torch.testing.assert_close(fast.eigenvalues, plain.eigenvalues, rtol=1e-6, atol=0)
-        for k in range(K):
-            new_k, old_k = fast.heads[k].double() @ fast.shared.double(), plain.heads[k].double() @ plain.shared.double()
-            assert float((new_k - old_k).norm()) <= 1e-5 * float(old_k.norm())
-
-
 def test_flat_spectrum_falls_back_to_the_householder_path():
     g = torch.Generator().manual_seed(22)
     n, r, d_in = 10, 30, 320

@@ -16,7 +16,7 @@ import torch
 
 from ..lowrank import SUBSPACE_MIN_SIZE, block_sums, factored_top_eigen, stacked_gram, top_eigen
 from ..lowrank.eigen import _fix_signs
-from ..products import empty_buffer, gram64, matmul, matmul64, matmul64_rows, to_float64
+from ..products import gram64, matmul64, to_float64
 from .problem import ModuleSolution, _check_problem, _pad, _padded, objective
 
 __all__ = ["solve_exact"]
@@ -100,11 +100,11 @@ def _solve_exact_factored(As, Bs, scalings, weights, group_index, n_groups, rank
                 G = GB[a]
             else:  # within-group Grams (in the factors' dtype, as the Householder path): B_i^T B_j and the spread
                 Bt = B_pad[a:b].transpose(1, 2).reshape((b - a) * r, d_out)
-                G = to_float64(matmul(Bt, Bt.T).to(device))
+                G = to_float64((Bt @ Bt.T).to(device))
                 del Bt
                 A_k = A_cat[rows]
                 s_k, w_k = s[a:b], w[a:b]
-                GA_k = to_float64(matmul(A_k, A_k.T).to(device))
+                GA_k = to_float64((A_k @ A_k.T).to(device))
                 ip = block_sums(GA_k.mul_(G), [r] * (b - a)) * s_k[:, None] * s_k[None, :]
                 del GA_k
                 group_energy = float((w_k * ip.diagonal()).sum())
@@ -116,21 +116,21 @@ def _solve_exact_factored(As, Bs, scalings, weights, group_index, n_groups, rank
         def apply_d(Y):
             out = torch.empty_like(Y)
             for rows, D_k in blocks:
-                out[rows] = matmul(D_k, Y[rows])
+                out[rows] = D_k @ Y[rows]
             return out
 
     eig = factored_top_eigen(A_cat, apply_d, rank, trace=energy - spread)
     if not eig.converged:
         return None
     shared = _fix_signs(eig.vectors).T.contiguous()  # A' (r', d_in), orthonormal rows
-    Y64 = matmul64_rows(A_cat, shared.mT).to(device).view(n, r, rank)  # A_i A'^T, float64
+    Y64 = matmul64(A_cat, shared.mT).to(device).view(n, r, rank)  # A_i A'^T, float64
 
     # heads B'_k = M_k A'^T = sum_{i in k} c_i B_i (A_i A'^T); T = A' M A'^T = sum_k W_k B'_k^T B'_k in float64
     if singletons:
-        heads = matmul(B_pad, (s[:, None, None] * Y64).to(dtype))  # (n, d_out, r'): s_i B_i (A_i A'^T)
+        heads = B_pad @ (s[:, None, None] * Y64).to(dtype)  # (n, d_out, r'): s_i B_i (A_i A'^T)
         T = ((w * s**2)[:, None, None] * (Y64.mT @ GB @ Y64)).sum(dim=0)
     else:
-        heads = empty_buffer((n_groups, d_out, rank), dtype, device)
+        heads = torch.empty((n_groups, d_out, rank), dtype=dtype, device=device)
         T = torch.zeros(rank, rank, dtype=f64, device=device)
         for k in range(n_groups):
             a, b = starts[k], starts[k + 1]
@@ -191,7 +191,7 @@ def solve_exact(
     (orthonormal rows), ``B'_k = M_k A'^T = sum_{i in k} c_i B_i (A_i A'^T)``.
     Everything reported is float64: the per-task energies from ``r x r``
     Grams, ``T = A' S^T S A'^T = sum_k W_k B'_k^T B'_k`` from ``Y = A_cat A'^T``
-    (float64 products, :func:`~hydralib.merge.products.gram64` and :func:`~hydralib.merge.products.matmul64_rows`), the loss
+    (float64 products, :func:`~hydralib.merge.products.gram64` and :func:`~hydralib.merge.products.matmul64`), the loss
     ``energy - 2 tr(T) + tr(T A' A'^T)`` (the objective at A' and those heads;
     the stored heads are them rounded to the factors' dtype, which moves the
     loss only at second order), the eigenvalues as the Ritz values of

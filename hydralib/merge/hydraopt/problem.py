@@ -18,7 +18,7 @@ import torch
 
 from ...errors import AdapterError
 from ..lowrank import check_factors
-from ..products import empty_buffer, matmul64, to_float64
+from ..products import matmul64, to_float64
 
 __all__ = ["ModuleSolution", "check_grouping", "objective", "transpose_factors"]
 
@@ -91,14 +91,13 @@ def _pad(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
 def _padded(As, Bs, dtype=None):
     """Stack factors padded to the largest rank: A ``(N, r_max, d_in)``, B ``(N, d_out, r_max)`` (zero rows/columns change no delta).
 
-    Copied once into :func:`~hydralib.merge.products.empty_buffer` memory, in ``dtype``
-    (default: the factors' dtype).
+    Copied once into fresh tensors, in ``dtype`` (default: the factors' dtype).
     """
     r_max = max(int(A.shape[0]) for A in As)
     dtype = dtype if dtype is not None else As[0].dtype
     device = As[0].device
-    A_pad = empty_buffer((len(As), r_max, As[0].shape[1]), dtype, device)
-    B_pad = empty_buffer((len(Bs), Bs[0].shape[0], r_max), dtype, device)
+    A_pad = torch.empty((len(As), r_max, As[0].shape[1]), dtype=dtype, device=device)
+    B_pad = torch.empty((len(Bs), Bs[0].shape[0], r_max), dtype=dtype, device=device)
     if all(int(A.shape[0]) == r_max and A.dtype == dtype for A in As) and all(B.dtype == dtype for B in Bs):
         return torch.stack(list(As), out=A_pad), torch.stack(list(Bs), out=B_pad)  # one copy each, no padding
     for i, (A, B) in enumerate(zip(As, Bs)):

@@ -16,8 +16,6 @@ from typing import Callable
 
 import torch
 
-from ..products import empty_buffer, matmul_nt
-
 __all__ = ["top_eigenpairs", "TopEigen", "top_eigen", "SUBSPACE_MIN_SIZE", "FactoredEigen", "factored_top_eigen"]
 
 
@@ -248,7 +246,7 @@ def factored_top_eigen(
     objective within ~1e-8 of its minimum, relative to the tail; the
     vectors then agree with the exact ones to ~1e-4), 1e-14 for float64.
     Works in A's dtype (float32 products are several times faster than
-    float64 ones; the large ones go through :func:`~hydralib.merge.products.matmul_nt`, the start
+    float64 ones; the start
     ``Omega`` is drawn once per ``(n, p, seed)`` and kept). It gives up (``converged`` False)
     when the basis would outgrow ``min(n, d)``, after ``max_iter`` blocks, or
     when from the third block on the observed rate predicts no convergence
@@ -267,22 +265,22 @@ def factored_top_eigen(
         excess_tol = 1e-14 if A.dtype == torch.float64 else 1e-8
     dtype, device = A.dtype, A.device
     m_max = max(p, min(int(max_iter) * p, n, d))  # columns the basis may reach
-    Xb = empty_buffer((m_max, d), dtype, device)  # basis X^T, rows orthonormal
-    Zb = empty_buffer((m_max, d), dtype, device)  # (M X)^T
-    Yb = empty_buffer((m_max, n), dtype, device)  # (A X)^T
-    DYb = empty_buffer((n, m_max), dtype, device)  # D A X
+    Xb = torch.empty((m_max, d), dtype=dtype, device=device)  # basis X^T, rows orthonormal
+    Zb = torch.empty((m_max, d), dtype=dtype, device=device)  # (M X)^T
+    Yb = torch.empty((m_max, n), dtype=dtype, device=device)  # (A X)^T
+    DYb = torch.empty((n, m_max), dtype=dtype, device=device)  # D A X
     T = torch.zeros(m_max, m_max, dtype=torch.float64, device=device)  # X^T M X
     omega = _gaussian_start(n, p, int(seed)).to(device=device, dtype=dtype, copy=True)
-    Xt = torch.linalg.qr(matmul_nt(apply_d(omega).T, A.T).T).Q.T  # a random block in the row space of M
+    Xt = torch.linalg.qr((apply_d(omega).T @ A).T).Q.T  # a random block in the row space of M
     previous, residual, excess, it, m = math.inf, math.inf, math.nan, 0, 0
     Vt = Xt[:kk]
     theta = torch.zeros(kk, dtype=torch.float64)
     for it in range(1, int(max_iter) + 1):
         b = int(Xt.shape[0])
         Xb[m:m + b] = Xt
-        Yb[m:m + b] = matmul_nt(Xt, A)  # (A X_j)^T
+        Yb[m:m + b] = Xt @ A.T  # (A X_j)^T
         DYb[:, m:m + b] = apply_d(Yb[m:m + b].T.contiguous())
-        Zb[m:m + b] = matmul_nt(DYb[:, m:m + b].T, A.T)  # (M X_j)^T
+        Zb[m:m + b] = DYb[:, m:m + b].T @ A  # (M X_j)^T
         block = (Yb[:m + b] @ DYb[:, m:m + b]).double()  # X^T M X_j
         T[:m + b, m:m + b] = block
         T[m:m + b, :m + b] = block.T
@@ -290,8 +288,8 @@ def factored_top_eigen(
         theta, W = torch.linalg.eigh((T[:m, :m] + T[:m, :m].T) / 2)  # Rayleigh-Ritz on the whole basis
         theta, W = theta.flip(0), W.flip(1)
         Wk = W[:, :kk].to(dtype)
-        Vt = matmul_nt(Wk.T, Xb[:m].T)  # Ritz vectors as rows, (k', d)
-        norms = (matmul_nt(Wk.T, Zb[:m].T) - theta[:kk].to(dtype)[:, None] * Vt).norm(dim=1).double().cpu()
+        Vt = Wk.T @ Xb[:m]  # Ritz vectors as rows, (k', d)
+        norms = (Wk.T @ Zb[:m] - theta[:kk].to(dtype)[:, None] * Vt).norm(dim=1).double().cpu()
         scale = float(theta.abs().max())
         res = float(norms.max())
         residual = res / scale if scale > 0 else (0.0 if res == 0 else math.inf)
@@ -346,11 +344,11 @@ def _next_block(Zt: torch.Tensor, Xt: torch.Tensor) -> torch.Tensor | None:
     scale = float(Zt.norm(dim=1).max())
     Z = Zt
     for _ in range(2):
-        Z = Z - matmul_nt(matmul_nt(Z, Xt), Xt.T)
+        Z = Z - (Z @ Xt.T) @ Xt
     Q, R = torch.linalg.qr(Z.T)
     keep = R.diagonal().abs() > math.sqrt(torch.finfo(Z.dtype).eps) * scale
     if scale == 0 or not bool(keep.any()):
         return None
     Q = Q.T if bool(keep.all()) else Q[:, keep].T
-    Q = Q - matmul_nt(matmul_nt(Q, Xt), Xt.T)
+    Q = Q - (Q @ Xt.T) @ Xt
     return torch.linalg.qr(Q.T).Q.T

@@ -17,7 +17,6 @@ from typing import Sequence
 import torch
 
 from ...errors import AdapterError
-from ..products import matmul
 
 __all__ = [
     "check_factors",
@@ -206,9 +205,9 @@ def delta_inner_products(
     """
     ranks = [int(A.shape[0]) for A in As]
     A_part = coords if coords is not None else stack_lora_a(As)
-    gram_a = matmul(A_part, A_part.T).double()
+    gram_a = (A_part @ A_part.T).double()
     B_cat = stack_lora_b(Bs)
-    gram_b = matmul(B_cat.T, B_cat).double()
+    gram_b = (B_cat.T @ B_cat).double()
     s = torch.as_tensor([float(x) for x in scalings], dtype=torch.float64, device=gram_a.device)
     return block_sums(gram_a * gram_b, ranks) * s[:, None] * s[None, :]
 
@@ -237,8 +236,8 @@ def weighted_gram(
     never formed. ``gram_b`` passes a precomputed ``B_cat^T B_cat``.
     """
     P = row_coeffs[:, None].to(coords.dtype) * coords
-    G = matmul(B_cat.T, B_cat) if gram_b is None else gram_b
-    H = matmul(P.T, matmul(G, P))
+    G = B_cat.T @ B_cat if gram_b is None else gram_b
+    H = P.T @ (G @ P)
     return (H + H.T) / 2, P
 
 

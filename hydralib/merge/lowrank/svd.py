@@ -15,7 +15,6 @@ from typing import Sequence
 import torch
 
 from ...errors import AdapterError
-from ..products import matmul
 from .eigen import top_eigen
 from .factors import check_factors, row_space, stack_lora_b
 
@@ -85,11 +84,11 @@ def lowrank_svd(
     d_out, (n, R) = int(B_cat.shape[0]), C.shape
     P = row_coeffs[:, None] * C
     if d_out * (n * R + R * R / 2) < d_out * n * n / 2 + n * n * R + n * R * R:
-        E = matmul(B_cat, P)  # M Q (d_out, R), when that is the cheaper way to H
-        H = matmul(E.T, E)
+        E = B_cat @ P  # M Q (d_out, R), when that is the cheaper way to H
+        H = E.T @ E
     else:  # from the (n, n) Gram of B_cat (d_out large)
         E = None
-        H = matmul(P.T, matmul(matmul(B_cat.T, B_cat), P))
+        H = P.T @ ((B_cat.T @ B_cat) @ P)
     H = (H + H.T) / 2
     k = min(int(rank), R)
     values = torch.linalg.eigvalsh(H).flip(0).clamp_min(0)  # all of them (the singular values of M, squared)
