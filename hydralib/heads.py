@@ -21,7 +21,7 @@ puts the original modules back (the same objects, so the model is bit for bit
 what it was).
 
 The outputs equal those of stock ``peft`` loading the directory that
-:func:`~hydralib.merge.bundle.export_peft` writes for the task, and those of
+:func:`~hydralib.merge.hydraopt.export_peft` writes for the task, and those of
 :func:`hydralib.runtime.applied` with ``result.to_adapter_set()`` (which adds a
 dense ``dW`` instead), up to float rounding.
 
@@ -29,7 +29,7 @@ Example
 -------
 >>> import torch
 >>> from hydralib.merge.hydraopt import hydraopt
->>> from hydralib.merge.synthetic import random_lora_factors
+>>> from hydralib.synthetic import random_lora_factors
 >>> model = torch.nn.Sequential(torch.nn.Linear(10, 12), torch.nn.Tanh(), torch.nn.Linear(12, 6))
 >>> factors = random_lora_factors(3, {"0": (12, 10), "2": (6, 12)}, rank=2, seed=0, task_names=["a", "b", "c"])
 >>> result = hydraopt(factors, heads=2, rank=2, side="A", progress=False)
@@ -361,7 +361,7 @@ def attach_heads(
         each must be an ``nn.Linear`` or a GPT-2 ``Conv1D`` of shape
         ``(d_out, d_in)`` matching the result.
     result: a :class:`~hydralib.merge.hydraopt.HydraOptResult`, or a bundle
-        directory (loaded with :func:`~hydralib.merge.bundle.load_bundle`).
+        directory (loaded with :func:`~hydralib.merge.hydraopt.load_bundle`).
         Per module: side A, ``shared`` A' ``(r', d_in)`` and ``heads`` B'
         ``(K, d_out, r')``; side B, ``shared`` B' ``(d_out, r')`` and ``heads``
         A' ``(K, r', d_in)``.
@@ -382,7 +382,7 @@ def attach_heads(
 
     if not isinstance(result, HydraOptResult):
         if isinstance(result, (str, Path)):
-            from .merge.bundle import load_bundle
+            from .merge.hydraopt import load_bundle
 
             result = load_bundle(result)
         else:

@@ -27,15 +27,15 @@ from hydralib.analysis.structure import (
     seed_control,
     summarise_asymmetry,
 )
-from hydralib.analysis.synthetic import (
-    llama_module_shapes,
+from hydralib.synthetic import (
+    attention_modules,
     smollm2_shapes,
     synthetic_adapters,
     synthetic_initial_a,
     task_grid,
 )
 
-SHAPES = llama_module_shapes(n_layers=2, hidden=32, kv_hidden=16)
+SHAPES = attention_modules(n_layers=2, d_model=32, d_kv=16)
 
 
 # --------------------------------------------------------------------------- groups
@@ -316,7 +316,7 @@ def test_speed_smollm2_shapes_40_tasks():
 @pytest.mark.slow
 def test_speed_paper_shapes_40_tasks():
     """Issue 4: paper shapes (16 layers; 2048 / 512; r=32; N=40) in at most 5 minutes and 4 GB."""
-    from hydralib.analysis.synthetic import paper_shapes
+    from hydralib.synthetic import paper_shapes
 
     seconds = _time_full_analysis(paper_shapes(), rank=32)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6

@@ -32,3 +32,18 @@ def test_performance_page_renders_glued_numbers(site):
     exact = paper["methods"]["hydraopt-exact"]["median_s"]
     assert f"took {exact:.1f} s (median of" in text
     assert "Findings" in text and "A live run" in text
+
+
+def test_adam_time_is_a_measurement_not_a_target():
+    """The retired target on Adam's time / exact time is neither computed nor shown from older results; the ratio
+    stays in the comparisons."""
+    from hydralib.bench.report import RETIRED_TARGETS, TARGETS, summarise
+
+    assert "adam_ratio" not in TARGETS
+    for name in ("llama-3.2-1b-cpu.json", "llama-3.2-1b-cpu-solvers.json"):
+        result = load_result(DATA_DIR / name)
+        names = [t["target"] for t in result["targets"]]
+        assert not set(names) & set(RETIRED_TARGETS) and not any("Adam (to within 1%) time" in n for n in names)
+        assert result["comparisons"]["hydraopt-adam / hydraopt-exact"]["time_ratio"] > 0
+        again = [t["target"] for t in summarise(result)["targets"]]
+        assert not any("Adam (to within 1%) time" in n for n in again)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hydralib.bench.adapters import STRUCTURE, change_basis, structured_factors, task_names, write_peft_dirs
+from hydralib.synthetic import STRUCTURE, change_basis, structured_factors, task_names, write_peft_dirs
 from hydralib.bench.peft_model import llama_config_for
 from hydralib.bench.presets import BENCH_PRESETS, bench_preset
 

@@ -64,3 +64,56 @@ def test_bad_heads_is_a_clean_error(lora_dirs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("hydralib merge: error: hydraopt:") and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_device_defaults_to_get_device_and_can_be_chosen(lora_dirs, tmp_path, capsys, monkeypatch):
+    """``--device`` picks where HydraOpt and the baselines compute; without it, presets.get_device()
+    (CUDA when available, else CPU; $HYDRALIB_DEVICE overrides). Bad values fail cleanly, in one line."""
+    import hydralib.merge as merge
+    from hydralib.presets import DEVICE_ENV, get_device
+
+    seen = []
+    real_hydraopt, real_merge = merge.hydraopt, merge.merge_adapters
+
+    def spy(real):
+        def call(*args, **kwargs):
+            seen.append(torch.device(kwargs["device"]))
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(merge, "hydraopt", spy(real_hydraopt))
+    monkeypatch.setattr(merge, "merge_adapters", spy(real_merge))
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    dirs = list(map(str, lora_dirs))
+    assert main(["merge", *dirs, "--heads", "2", "--out", str(tmp_path / "default")]) == 0
+    assert seen[-1] == get_device() == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert main(["merge", *dirs, "--heads", "2", "--device", "cpu", "--out", str(tmp_path / "cpu")]) == 0
+    assert seen[-1] == torch.device("cpu")
+    assert main(["merge", *dirs, "--method", "ties", "--density", "0.5", "--device", "cpu",
+                 "--out", str(tmp_path / "ties")]) == 0
+    assert seen[-1] == torch.device("cpu")
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    assert main(["merge", *dirs, "--out", str(tmp_path / "env")]) == 0 and seen[-1] == torch.device("cpu")
+    monkeypatch.delenv(DEVICE_ENV)
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as usage:  # not a device: a usage error
+        main(["merge", *dirs, "--device", "gpu", "--out", str(tmp_path / "bad")])
+    assert usage.value.code == 2 and "--device: 'gpu': use cpu, cuda or cuda:N" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["merge", *dirs, "--device", "cuda", "--out", str(tmp_path / "nocuda")]) == EXIT_BAD_INPUT
+        err = capsys.readouterr().err.strip()
+        assert "CUDA is not available" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+        assert not (tmp_path / "nocuda").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_merge_on_cuda_matches_cpu(lora_dirs, tmp_path, capsys):
+    dirs = list(map(str, lora_dirs))
+    assert main(["merge", *dirs, "--heads", "task", "--device", "cpu", "--out", str(tmp_path / "cpu")]) == 0
+    assert main(["merge", *dirs, "--heads", "task", "--device", "cuda", "--out", str(tmp_path / "cuda")]) == 0
+    cpu, cuda = load_bundle(tmp_path / "cpu"), load_bundle(tmp_path / "cuda")
+    assert cuda.task_to_head == cpu.task_to_head
+    for task in cpu.tasks:
+        for module in cpu.modules:
+            torch.testing.assert_close(cuda.delta(task, module), cpu.delta(task, module), atol=1e-5, rtol=1e-4)

@@ -17,7 +17,7 @@ from hydralib import compress
 from hydralib.adapters import AdapterSet
 from hydralib.compress import codecs, jd
 from hydralib.errors import AdapterError
-from hydralib.merge import random_lora_factors
+from hydralib.synthetic import random_lora_factors
 
 SHAPES = {"layers.0.q_proj": (24, 20), "layers.0.k_proj": (8, 20), "layers.1.o_proj": (20, 24)}
 

@@ -11,7 +11,7 @@ from peft.utils import merge_utils
 from hydralib.adapters import AdapterSet
 from hydralib.merge.baselines import MERGE_METHODS, merge_adapters, merge_deltas, seeded_rng
 from hydralib.merge.lowrank import truncated_svd_dense
-from hydralib.merge.synthetic import derive_seed, random_lora_factors
+from hydralib.synthetic import derive_seed, random_lora_factors
 
 MODULE = "model.layers.0.self_attn.q_proj"
 PEFT_FN = {

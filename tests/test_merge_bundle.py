@@ -12,7 +12,7 @@ from hydralib.adapters import AdapterSet, load_adapters
 from hydralib.errors import AdapterError, OutputExistsError
 from hydralib.merge.bundle import META_NAME, TENSORS_NAME, bundle_storage, export_peft, load_bundle, save_bundle
 from hydralib.merge.hydraopt import hydraopt
-from hydralib.merge.synthetic import random_lora_factors, synthetic_tasks
+from hydralib.synthetic import random_lora_factors, synthetic_tasks
 
 MODULES = {
     "model.layers.0.self_attn.q_proj": (12, 10),

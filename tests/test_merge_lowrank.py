@@ -23,7 +23,7 @@ from hydralib.merge.lowrank import (
     truncated_svd_dense,
     weighted_gram,
 )
-from hydralib.merge.synthetic import random_lora_factors
+from hydralib.synthetic import random_lora_factors
 
 F64 = torch.float64
 

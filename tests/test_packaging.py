@@ -36,7 +36,7 @@ def test_ci_calls_the_readme_test_command():
     assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(), re.M)
 
 
-@pytest.mark.parametrize("name", ["adapters", "storage", "tables", "plotting", "presets", "notebook"])
+@pytest.mark.parametrize("name", ["adapters", "storage", "tables", "plotting", "presets", "notebook", "synthetic"])
 def test_doctests(name):
     module = importlib.import_module(f"hydralib.{name}")
     result = doctest.testmod(module)

@@ -12,14 +12,14 @@ type.
   principal angles and CKA, with chance levels.
 * :mod:`~hydralib.analysis.structure`: application vs language groups,
   clustering, the initialisation control and :func:`summarise_asymmetry`.
-* :mod:`~hydralib.analysis.synthetic`: adapter sets with known structure.
+Adapter sets with known structure for examples and tests: :mod:`hydralib.synthetic`.
 
 Example
 -------
 >>> from hydralib.analysis import adapter_similarity, summarise_asymmetry
->>> from hydralib.analysis.synthetic import llama_module_shapes, task_grid, synthetic_adapters
+>>> from hydralib.synthetic import attention_modules, task_grid, synthetic_adapters
 >>> _, meta = task_grid(["qa", "reply"], ["en", "fr"], seeds=(0, 1))
->>> aset = synthetic_adapters(llama_module_shapes(2, 32, 16), meta, rank=4)
+>>> aset = synthetic_adapters(attention_modules(2, 32, 16), meta, rank=4)
 >>> sim = adapter_similarity(aset)
 >>> sim.offdiagonal_means("overlap_a", by="projection")["q_proj"] > 0
 True

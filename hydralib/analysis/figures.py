@@ -8,9 +8,9 @@ Example
 >>> import matplotlib; matplotlib.use("Agg")
 >>> import matplotlib.pyplot as plt
 >>> from hydralib.analysis import adapter_similarity
->>> from hydralib.analysis.synthetic import llama_module_shapes, task_grid, synthetic_adapters
+>>> from hydralib.synthetic import attention_modules, task_grid, synthetic_adapters
 >>> _, meta = task_grid(["qa", "reply"], ["en", "fr"])
->>> aset = synthetic_adapters(llama_module_shapes(2, 32, 16), meta, rank=4)
+>>> aset = synthetic_adapters(attention_modules(2, 32, 16), meta, rank=4)
 >>> fig, axes = plt.subplots(1, 2)
 >>> similarity_pair(axes, adapter_similarity(aset), aset.metadata) is axes
 True

@@ -1,7 +1,8 @@
 """Benchmarks: how fast and how light merging is, against peft and against the iterative solver.
 
 * :mod:`.presets` - shapes of the synthetic adapter sets (``smollm2``, ``llama-3.2-1b``);
-* :mod:`.adapters` - structured synthetic adapters, written as PEFT directories;
+* :mod:`hydralib.synthetic` (:func:`~hydralib.synthetic.structured_factors`) - the structured synthetic
+  adapters, written as PEFT directories;
 * :mod:`.methods` - the timed methods, registered by name (HydraOpt exact / Adam,
   our dW baselines, peft's ``add_weighted_adapter`` paths);
 * :mod:`.peft_model` - a Llama of the same shapes with the adapters loaded by peft;

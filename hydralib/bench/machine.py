@@ -40,9 +40,10 @@ def thread_env(threads: int) -> dict[str, str]:
 def set_threads(threads: int) -> int:
     """Fix torch's intra-op threads (and inter-op threads, when still possible) to ``threads``; return it.
 
-    Also numpy's own BLAS (:func:`set_numpy_blas_threads`): hydralib's CPU
-    solvers run some products through numpy, so a thread count must hold for
-    both libraries (a child process gets both from :func:`thread_env`).
+    Also numpy's own BLAS (:func:`set_numpy_blas_threads`): numpy and scipy
+    (e.g. the clustering of tasks) bring a BLAS of their own, so a thread
+    count must hold for both libraries (a child process gets both from
+    :func:`thread_env`).
     """
     import torch
 
@@ -211,17 +212,29 @@ class MemoryProbe:
         return out
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name for the record (the ``model name`` line of ``/proc/cpuinfo``); ``None`` where there is
+    no such file or line (not Linux). Nothing is chosen by it."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 def machine_info(device: str, threads: int) -> dict:
     """CPU model, cores, torch threads, load average, device and library versions (JSON-ready)."""
     import torch
-
-    from ..merge.products import cpu_backends, cpuinfo
 
     info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "processor": platform.processor() or platform.machine(),
-        "cpu_model": cpuinfo("model name"),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "threads": int(threads),
@@ -237,7 +250,6 @@ def machine_info(device: str, threads: int) -> dict:
             info["memory_total_gib"] = round(int(fh.readline().split()[1]) / 2**20, 1)
     except OSError:  # pragma: no cover
         pass
-    info["cpu_backends"] = cpu_backends()  # which library runs each kind of CPU product of the exact solver
     for name in ("peft", "transformers", "numpy"):
         try:
             info[name] = __import__(name).__version__

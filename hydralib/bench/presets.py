@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..merge.synthetic import attention_modules
+from ..synthetic import attention_modules
 
 __all__ = ["BenchPreset", "BENCH_PRESETS", "bench_preset"]
 

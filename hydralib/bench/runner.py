@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .adapters import STRUCTURE, structured_factors, write_peft_dirs
+from ..synthetic import STRUCTURE, structured_factors, write_peft_dirs
 from .machine import load_average, machine_info, resolve_device, set_threads, thread_env
 from .methods import check_methods
 from .presets import BenchPreset

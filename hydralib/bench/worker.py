@@ -46,7 +46,7 @@ def setup_context(spec: dict):
         aset = load_adapters(adapters["dirs"], tasks=adapters.get("tasks"))
     else:
         from ..adapters import AdapterSet
-        from .adapters import structured_factors
+        from ..synthetic import structured_factors
         from .presets import BenchPreset
 
         g = adapters["generate"]

@@ -22,6 +22,40 @@ def heads_arg(value: str) -> str | int:
     return value
 
 
+def device_arg(value: str) -> str:
+    """``--device``: ``cpu``, ``cuda`` or ``cuda:N`` (argparse ``type``; other values are usage errors)."""
+    import torch
+
+    try:
+        device = torch.device(value.strip())
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{value!r}: use cpu, cuda or cuda:N")
+    return str(device)
+
+
+def resolve_device(choice: str | None):
+    """The ``torch.device`` to merge on: ``choice`` (``--device``), else :func:`hydralib.presets.get_device`
+    (``$HYDRALIB_DEVICE``, else CUDA when available, else CPU); a CUDA device must exist here."""
+    import torch
+
+    from ..presets import get_device
+
+    try:
+        device = get_device(choice)
+    except (RuntimeError, ValueError):
+        raise HydraError(f"device {choice!r} (from $HYDRALIB_DEVICE): use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HydraError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise HydraError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise HydraError(f"device {str(device)!r} (from $HYDRALIB_DEVICE): use cpu, cuda or cuda:N")
+    return device
+
+
 def check_grouping_key(path: str, metadata: dict, tasks: list[str], key: str) -> None:
     """Every task has a string (or integer) ``metadata[task][key]`` to name its head; errors name ``path``."""
     missing = [t for t in tasks if t not in metadata]
@@ -55,6 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lam", type=float, default=1.0, help="baselines: global scaling of the merged dW")
     p.add_argument("--density", type=float, default=None, help="baselines: TIES/DARE density")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step")
+    p.add_argument("--device", default=None, type=device_arg,
+                   help="where to compute: cpu, cuda or cuda:N (default: CUDA when available, else CPU; "
+                        "$HYDRALIB_DEVICE sets the default); results are written from the CPU either way")
     p.add_argument("--metadata", default=None,
                    help="JSON file {task: {application, language}} for --heads <key> (every adapter needs an entry "
                         "with that key; other tasks may be listed); recorded in the bundle")
@@ -108,6 +145,7 @@ def run(args) -> int:
     if by_key and metadata is None:
         raise HydraError(f"hydraopt: --heads {heads} is a metadata key, but no --metadata file was given "
                          f"(pass --metadata FILE, or use --heads task or an integer K)")
+    device = resolve_device(getattr(args, "device", None))
     aset = load_adapters(args.adapters, metadata=metadata)
     total = storage.set_params(aset)
     if args.method == "hydraopt":
@@ -123,7 +161,7 @@ def run(args) -> int:
         targets = check_task_dirs(args.export_peft, aset.tasks, args.overwrite) if quantize and args.export_peft else {}
         try:
             result = hydraopt(aset, heads=heads, rank=args.rank, side=args.side, solver=args.solver,
-                              weighting=args.weighting, seed=args.seed, device="cpu")
+                              weighting=args.weighting, seed=args.seed, device=device)
         except (KeyError, ValueError) as exc:
             raise HydraError(f"hydraopt: {exc}") from None
         if quantize:
@@ -141,7 +179,8 @@ def run(args) -> int:
     from ..merge import merge_adapters
 
     try:
-        merged = merge_adapters(aset, args.method, lam=args.lam, density=args.density, rank=args.rank, seed=args.seed)
+        merged = merge_adapters(aset, args.method, lam=args.lam, density=args.density, rank=args.rank, seed=args.seed,
+                                device=device)
     except (KeyError, ValueError) as exc:
         raise HydraError(f"{args.method}: {exc}") from None
     out = AdapterSet.from_factors({"merged": {m: merged.factors(m) for m in aset.modules}}, base_model=aset.base_model)

@@ -13,7 +13,7 @@ Every result is a :class:`CompressedAdapters`: one safetensors file, whose size 
 
 Example
 -------
->>> from hydralib.merge import random_lora_factors
+>>> from hydralib.synthetic import random_lora_factors
 >>> from hydralib.adapters import AdapterSet
 >>> aset = AdapterSet.from_factors(random_lora_factors(3, {"layers.0.q_proj": (16, 12)}, rank=2, seed=0))
 >>> small = compress_adapters(aset, "quantize", codec="int8")

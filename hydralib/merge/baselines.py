@@ -44,7 +44,7 @@ import torch
 
 from ..errors import AdapterError
 from .lowrank import check_factors, lowrank_svd, truncated_svd_dense
-from .synthetic import derive_seed
+from ..synthetic import derive_seed
 
 __all__ = [
     "MergeMethod",

@@ -20,7 +20,7 @@ rows or a matplotlib Axes; nothing forms a dense ``d_out x d_in`` update.
 
 Example
 -------
->>> from hydralib.merge.synthetic import random_lora_factors, synthetic_tasks
+>>> from hydralib.synthetic import random_lora_factors, synthetic_tasks
 >>> from hydralib.merge.hydraopt import hydraopt
 >>> tasks, meta = synthetic_tasks(["qa", "summary"], ["en", "de"])
 >>> shapes = {"model.layers.0.self_attn.q_proj": (12, 10), "model.layers.1.self_attn.q_proj": (12, 10)}
@@ -168,7 +168,7 @@ def weighted_losses(result, adapters) -> dict[str, float]:
     :func:`~hydralib.merge.hydraopt.objective` (``r x r`` Grams; side B on the
     transposed factors).
     """
-    from .hydraopt import _as_adapter_set, objective, transpose_factors
+    from ..merge.hydraopt import _as_adapter_set, objective, transpose_factors
 
     aset = _as_adapter_set(adapters)
     index = [result.head_index(t) for t in aset.tasks]
@@ -207,7 +207,7 @@ def knob_settings(preset) -> list[KnobSetting]:
     """The frontier's HydraOpt grid (:func:`hydralib.suite.frontier.default_methods`: heads in {1,
     application, language, clustered K, task} x r' in {r, 2r} x side in {A, B}), then a rank sweep
     (r/2 and 4r, one head per task, side A) and the norm weighting (application and task heads, r, side A)."""
-    from ..suite.frontier import default_methods
+    from .frontier import default_methods
 
     r = preset.lora_rank
     grid = [KnobSetting(s.params["heads"], s.params["rank"], s.params["side"])
@@ -226,7 +226,7 @@ def stored_frontier(preset, n_eval: int = 50, n_tune: int = 16, progress: bool =
     """The frontier run of ``preset`` when it is cheap to have: the stored file if its input hash matches;
     otherwise recomputed for presets other than ``default`` (seconds for ``tiny``), and ``None`` for
     ``default`` (recomputing takes about an hour: ``make frontier``)."""
-    from ..suite.frontier import frontier_results
+    from .frontier import frontier_results
 
     return frontier_results(preset, n_eval=n_eval, n_tune=n_tune, progress=progress,
                             stored_only=preset.name == "default")
@@ -256,7 +256,7 @@ def run_knobs(aset, settings: Sequence[KnobSetting], frontier: Mapping | None = 
     """
     from tqdm.auto import tqdm
 
-    from .hydraopt import hydraopt
+    from ..merge.hydraopt import hydraopt
 
     by_name = {row["name"]: row for row in (frontier or {}).get("rows", [])}
     rows = []
