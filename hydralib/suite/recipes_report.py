@@ -117,14 +117,13 @@ def drift_figure(result: dict):
 
 
 def recipe_table(result: dict, default_lr: float) -> list[list]:
-    """Rows (recipe, optimiser, lr of lora_A, lr of lora_B, tasks, recorded training minutes) of the recipes."""
-    from .training import RECIPES
-
+    """Rows (recipe, lr of lora_A, lr of lora_B, tasks, recorded training minutes) of the recipes (the optimisers
+    are named in :data:`~hydralib.suite.training.RECIPES`; their dotted paths are too wide for a table)."""
     rows = []
     for name, r in result["recipes"].items():
         rec = r["recipe"]
         lr_a = "frozen" if rec.get("freeze_a") else f"{rec.get('lr_lora_A', default_lr):g}"
-        rows.append([name, f"`{RECIPES[name].optimizer}`", lr_a, f"{rec.get('lr_lora_B', default_lr):g}",
+        rows.append([name, lr_a, f"{rec.get('lr_lora_B', default_lr):g}",
                      len(r["points"][0]["scores"]), f"{r['training_seconds'] / 60:.0f}"])
     return rows
 
