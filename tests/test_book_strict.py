@@ -39,7 +39,8 @@ def _build(tmp_path: Path, code: str, env: dict | None = None) -> subprocess.Com
     shutil.rmtree(book, ignore_errors=True)
     book.mkdir()
     shutil.copy(ROOT / "_config.yml", book / "_config.yml")
-    (book / "_mathjax").mkdir()  # the static path the project's config names
+    (book / "_mathjax").mkdir()  # the static paths the project's config names
+    shutil.copytree(ROOT / "_css", book / "_css")
     (book / "_toc.yml").write_text("format: jb-book\nroot: chapter\n")
     (book / "chapter.md").write_text(PAGE.format(code=code))
     exe = Path(sys.executable).with_name("jupyter-book")

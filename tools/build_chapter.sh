@@ -13,6 +13,7 @@ cp "$root/_config.yml" "$out/"
 cp "$root/$chapter" "$out/book/"
 [ -f "$root/book/references.bib" ] && cp "$root/book/references.bib" "$out/book/" || true
 ln -s "$root/_mathjax" "$out/_mathjax"
+ln -s "$root/_css" "$out/_css"
 printf 'format: jb-book\nroot: book/%s\n' "$name" > "$out/_toc.yml"
 HYDRALIB_PRESET=$preset "$root/.venv/bin/jupyter-book" build "$out" -W -n --keep-going
 echo "$out/_build/html/book/$name.html"
