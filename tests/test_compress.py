@@ -106,6 +106,21 @@ def test_bad_codec_names_are_refused(codec):
         codecs.parse_codec(codec)
 
 
+def test_values_float16_cannot_hold_are_refused_and_an_integer_codec_stores_them():
+    x = torch.tensor([[1.0, -7e4, 3.0]])
+    for codec, big in (("fp16", x), ("compeft:0.5", torch.tensor([[7e4, -8e4]]))):  # a value; a scale
+        with pytest.raises(ValueError, match="overflow float16"):
+            codecs.encode(big, codec, axis=1)
+    assert torch.allclose(codecs.decode(codecs.encode(x, "int8", axis=1), "int8", x.shape, axis=1), x, rtol=0.01, atol=300)
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        codecs.encode(torch.tensor([[1.0, float("nan")]]), "int8", axis=1)
+    # through a family: the error names the module and the factor
+    aset = AdapterSet.from_factors({"t": {"layers.0.q_proj": (torch.ones(1, 4) * 300, torch.ones(3, 1) * 300, 1.0)}})
+    with pytest.raises(ValueError, match=r"module layers\.0\.q_proj: lora_B: codec fp16"):
+        compress.truncate(aset, rank=1)
+    assert compress.truncate(aset, rank=1, codec="int8").to_adapter_set().delta("t", "layers.0.q_proj").max() > 8e4
+
+
 # ----------------------------------------------------------------------------- families
 
 

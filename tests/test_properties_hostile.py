@@ -25,14 +25,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hydralib import AdapterSet, load_adapters
 from hydralib.errors import HydraError
 from hydralib.peft_io import CONFIG_NAME, WEIGHTS_NAME
 
-SETTINGS = settings(max_examples=120, deadline=None, database=None,
+# derandomized: the same 120 cases on every run (CI must not depend on the draw); found cases are @examples
+SETTINGS = settings(max_examples=120, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 MODULES = ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj"]
 
@@ -58,8 +59,9 @@ def pair(tmp_path_factory):
 
 def _report(kind: str) -> None:
     seen, messages = SEEN[kind], MESSAGES[kind]
-    print(f"\n{kind} mutations: {sum(seen.values())} cases: {seen['ok']} loaded, {seen['error']} refused; "
-          f"{len(messages)} distinct messages")
+    print(f"\n{kind} mutations: {seen['ok'] + seen['error']} cases: {seen['ok']} loaded, {seen['error']} refused; "
+          f"{len(messages)} distinct messages; {seen['compress refused: overflow']} loaded but too large for a "
+          "float16 compress")
     for message, n in sorted(messages.items()):
         print(f"  {n:4d}  {message}")
     shapes = Counter()
@@ -252,7 +254,13 @@ def check_case(kind: str, good: Path, other: Path, mutate) -> None:
         work.mkdir()
         for command in ("info", "merge", "compress"):
             code, err = _cli(command, bad, other, work)
-            if loaded:
+            if loaded and command == "compress" and code == 1 and "overflow float16" in err:
+                # a valid but huge update (lora_alpha 23938) whose truncated factors float16 cannot hold:
+                # refused by the codec, naming the module, before anything is written
+                assert err.count("\n") == 1 and "module model.layers.0" in err, err
+                assert sorted(p.name for p in work.iterdir()) == ["bundle", "merged-peft"]
+                SEEN[kind]["compress refused: overflow"] += 1
+            elif loaded:
                 assert code == 0, err
                 _check_outputs(command, work)
             else:
@@ -297,6 +305,7 @@ def _check_outputs(command: str, work: Path) -> None:
 
 @SETTINGS
 @given(mutations=config_mutations())
+@example(mutations=[("set", "lora_alpha", 23938)])  # found by a random run: fp16 cannot hold the truncated B
 def test_hostile_configs_fail_cleanly_or_load(pair, mutations):
     good, other = pair
     check_case("config", good, other, lambda d: apply_config(d, mutations))

@@ -98,8 +98,27 @@ def quantize_codes(x: torch.Tensor, bits: int, axis: int = -1, group: int | None
     return codes, scales
 
 
+FP16_MAX = float(torch.finfo(torch.float16).max)
+
+
 def encode(x: torch.Tensor, codec: str, axis: int = -1) -> dict[str, torch.Tensor]:
-    """The tensors that store ``x`` under ``codec`` (see the module docstring); ``axis`` is the quantization axis."""
+    """The tensors that store ``x`` under ``codec`` (see the module docstring); ``axis`` is the quantization axis.
+
+    ValueError when ``x`` is not finite or a stored half-precision number (a value
+    under ``fp16``, a scale under the others) would overflow float16 (65504).
+    """
+    stored = _encode(x, codec, axis)
+    for part, t in stored.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            biggest = float(x.detach().abs().max()) if x.numel() else 0.0
+            raise ValueError(f"codec {codec}: {part} overflow float16 (values up to {biggest:.4g}; float16 "
+                             f"holds up to {FP16_MAX:.0f}); an integer codec such as int8 stores them")
+    return stored
+
+
+def _encode(x: torch.Tensor, codec: str, axis: int) -> dict[str, torch.Tensor]:
+    if not torch.isfinite(x).all():
+        raise ValueError(f"codec {codec}: the tensor has NaN/Inf values")
     kind, opts = parse_codec(codec)
     if kind == "fp16":
         return {"values": x.detach().to("cpu", torch.float16).contiguous()}

@@ -79,7 +79,11 @@ class CompressedAdapters:
             for name, x in named.items():
                 axis = AXES[_axis_key(layout, name, side)]
                 codec = out.codecs.get(name, "fp16")
-                out.factors[module][name] = decode(encode(x, codec, axis), codec, tuple(x.shape), axis)
+                try:
+                    stored = encode(x, codec, axis)
+                except ValueError as exc:
+                    raise ValueError(f"module {module}: {name}: {exc}") from None
+                out.factors[module][name] = decode(stored, codec, tuple(x.shape), axis)
         return out
 
     # ------------------------------------------------------------------ serving
