@@ -5,7 +5,7 @@ Start with :func:`load_adapters` (PEFT adapter directories) or
 :class:`AdapterSet`.
 
 Layers: a package imports only from itself and from those before it in
-errors, atomic, tables, stats, plotting, notebook, presets, manifest ->
+errors, atomic, threads, tables, stats, plotting, notebook, presets, manifest ->
 peft_io, adapters, hydralib, storage, runtime -> synthetic -> analysis ->
 merge -> heads, compress -> bench -> suite -> commands, cli
 (``tests/test_layers.py`` checks every import, and that there is no import cycle).

@@ -3,7 +3,7 @@
 The import order of hydralib's packages and top-level modules, lowest first
 (a name may import from itself and from names before it, never after it):
 
-1. foundations, which know nothing of adapters: ``errors``, ``atomic``,
+1. foundations, which know nothing of adapters: ``errors``, ``atomic``, ``threads``,
    ``tables``, ``stats``, ``plotting``, ``notebook``, ``presets``, ``manifest``;
 2. reading and holding adapters: ``peft_io``, ``adapters``, the root package
    ``hydralib`` (it re-exports ``AdapterSet`` and the errors), ``storage``,
@@ -33,7 +33,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "hydralib"
 
 LAYERS = [
-    "errors", "atomic", "tables", "stats", "plotting", "notebook", "presets", "manifest",
+    "errors", "atomic", "threads", "tables", "stats", "plotting", "notebook", "presets", "manifest",
     "peft_io", "adapters", "hydralib", "storage", "runtime",
     "synthetic",
     "analysis",

@@ -37,12 +37,14 @@ True
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
 from ..errors import AdapterError
+from ..threads import map_modules
 from .lowrank import check_factors, lowrank_svd, truncated_svd_dense
 from ..synthetic import derive_seed
 
@@ -120,6 +122,11 @@ MERGE_METHODS: dict[str, MergeMethod] = {
 }
 
 
+#: Held while a random merge draws from torch's process-wide RNG (:func:`merge_deltas`), so that modules merged
+#: side by side in threads (:func:`hydralib.threads.map_modules`) draw their own seeded masks.
+_GLOBAL_RNG = threading.Lock()
+
+
 @contextlib.contextmanager
 def seeded_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
     """Run a block on the global RNG of ``device`` seeded with ``seed``; restore the RNG afterwards.
@@ -186,8 +193,8 @@ def merge_deltas(
         kwargs["density"] = float(density)
     if spec.sign_election:
         kwargs["majority_sign_method"] = majority_sign_method
-    if spec.random:
-        with seeded_rng(derive_seed(seed, module), deltas[0].device):
+    if spec.random:  # the global RNG is process-wide: one seeded draw at a time when modules run side by side
+        with _GLOBAL_RNG, seeded_rng(derive_seed(seed, module), deltas[0].device):
             merged = spec.fn(list(deltas), w, **kwargs)
     else:
         merged = spec.fn(list(deltas), w, **kwargs)
@@ -282,8 +289,7 @@ def merge_adapters(
         raise ValueError(f"weights: {len(w)} weights for {len(aset.tasks)} tasks")
     device = torch.device(device) if device is not None else torch.device("cpu")
 
-    out, tails = {}, {}
-    for module in tqdm(modules, desc=f"merge {method}", disable=not progress, leave=False):
+    def merge_module(module: str):
         As, Bs, ss = _module_factors(aset, module, device=device, dtype=dtype)
         check_factors(As, Bs, ss, module, aset.tasks)
         r_m = int(rank) if rank is not None else max(int(A.shape[0]) for A in As)
@@ -294,8 +300,13 @@ def merge_adapters(
             merged = merge_deltas(deltas, method, w, lam, density, seed, module, majority_sign_method)
             del deltas
             svd = truncated_svd_dense(merged, r_m, module)
-        out[module] = (svd.lora_a.cpu(), svd.lora_b.cpu())
-        tails[module] = svd.tail_energy
+        return svd.lora_a.cpu(), svd.lora_b.cpu(), svd.tail_energy
+
+    out, tails = {}, {}
+    with tqdm(total=len(modules), desc=f"merge {method}", disable=not progress, leave=False) as bar:
+        # modules side by side on the CPU's cores (hydralib.threads)
+        for module, (lora_a, lora_b, tail) in map_modules(merge_module, modules, device=device, progress=bar.update):
+            out[module], tails[module] = (lora_a, lora_b), tail
     params = {"lam": float(lam), "weights": w, "seed": int(seed)}
     if spec.uses_density:
         params["density"] = float(density)

@@ -58,6 +58,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from ...threads import map_modules
 from ..lowrank import check_factors, delta_norms_sq
 from .adam import solve_adam
 from .exact import solve_exact
@@ -204,8 +205,7 @@ def hydraopt(
         extra = sorted(solver_options) + (["target_ratio"] if target_ratio is not None else [])
         raise ValueError(f"solver {solver!r} takes no solver options, got {extra} (they are for solver='adam')")
 
-    results: dict[str, ModuleResult] = {}
-    for module in tqdm(modules, desc=f"hydraopt {solver} side {side}", disable=not progress, leave=False):
+    def solve_module(module: str) -> ModuleResult:
         As, Bs, ss = _module_factors(aset, module, device=device, dtype=dtype)
         check_factors(As, Bs, ss, module, aset.tasks)
         if isinstance(weighting, str) and weighting != "uniform":
@@ -226,10 +226,14 @@ def hydraopt(
                 options.setdefault("target_loss", exact.floor * (1 + float(target_ratio)))
         sol = spec.fn(As, Bs, ss, w, group_index, grouping.n_heads, r_out, module, check=False, **options)
         shared, head_tensors = _to_side(sol, side)
-        results[module] = ModuleResult(
+        return ModuleResult(
             module, shared.cpu(), head_tensors.cpu(), sol.loss, sol.floor, sol.spread, sol.truncation, sol.energy,
             w, history=sol.history, steps=sol.steps, seconds=sol.seconds,
         )
+
+    bar = tqdm(total=len(modules), desc=f"hydraopt {solver} side {side}", disable=not progress, leave=False)
+    with bar:  # modules side by side on the CPU's cores (hydralib.threads)
+        results = dict(map_modules(solve_module, modules, device=device, progress=bar.update))
     ranks = {m.shared.shape[0] if side == "A" else m.shared.shape[1] for m in results.values()}
     return HydraOptResult(
         side=side,
