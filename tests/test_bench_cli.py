@@ -15,7 +15,8 @@ TINY = ["--preset", "smollm2", "--tasks", "3", "--rank", "2", "--d-model", "64",
 def test_help_lists_options_and_methods():
     proc = subprocess.run([sys.executable, "-m", "hydralib.cli", "bench", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
-    for option in ("--preset", "--methods", "--repeats", "--device", "--threads", "--out", "--overwrite", "--scaling"):
+    for option in ("--preset", "--methods", "--repeats", "--device", "--threads", "--out", "--overwrite", "--scaling",
+                   "--threads-compare", "--adapters"):
         assert option in proc.stdout
     assert "peft-svd" in proc.stdout and "llama-3.2-1b" in proc.stdout
 
@@ -47,3 +48,33 @@ def test_bad_arguments_are_one_line(capsys):
     assert "--tasks must be >= 1" in capsys.readouterr().err
     assert main(["bench", "--scaling", "--methods", "peft-svd", "--quiet"]) == EXIT_BAD_INPUT
     assert "scaling curves run our methods only" in capsys.readouterr().err
+
+
+def test_threads_compare_alternates_the_two_settings_and_derives_its_targets(tmp_path, capsys):
+    """`--threads-compare`: one fresh process per method, setting and round; ratios and targets from those times."""
+    from hydralib.bench.report import load_result
+    from hydralib.bench.threads import SETTINGS
+
+    out = tmp_path / "threads.json"
+    argv = ["bench", "--threads-compare", "--preset", "smollm2", "--tasks", "3", "--rank", "2", "--d-model", "64",
+            "--d-kv", "32", "--layers", "1", "--repeats", "2", "--methods", "hydraopt-exact", "--quiet",
+            "--out", str(out)]
+    assert main(argv) == 0
+    assert "default/1" in capsys.readouterr().out
+    result = load_result(out)
+    assert result["kind"] == "threads" and tuple(result["settings"]["compared"]) == SETTINGS == ("1", "default")
+    record = result["methods"]["hydraopt-exact"]
+    assert all(len(record["seconds"][s]) == 2 for s in SETTINGS)  # one time per round and setting
+    medians = {s: sorted(record["seconds"][s])[0] / 2 + sorted(record["seconds"][s])[1] / 2 for s in SETTINGS}
+    assert abs(record["ratio_default_to_one"] - medians["default"] / medians["1"]) < 2e-3
+    (target,) = result["targets"]
+    assert target["met"] == (target["value"] <= 1.0) and target["value"] == record["ratio_default_to_one"]
+    assert result["whole_process"] == {}  # synthetic presets: methods only
+
+
+def test_threads_compare_child_environment():
+    from hydralib.bench.machine import THREAD_ENV
+    from hydralib.bench.threads import setting_env
+
+    assert all(setting_env("1")[k] == "1" for k in THREAD_ENV)
+    assert not set(THREAD_ENV) & set(setting_env("default"))

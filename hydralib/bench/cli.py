@@ -7,6 +7,8 @@ Examples
     hydralib bench --scaling --out scaling.json                      # default grid (minutes on 2 cores)
     hydralib bench --scaling --grid full --out scaling-full.json     # N to 200, d to 4096, r to 64
     hydralib bench --preset llama-3.2-1b --device cuda --repeats 3 --out gpu.json
+    hydralib bench --threads-compare --adapters data/adapters/lora/* --out threads-zoo.json  # default vs 1 thread
+    hydralib bench --threads-compare --preset llama-3.2-1b --out threads-1b.json
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure scaling curves (time and memory against N, hidden size, rank) instead")
     p.add_argument("--grid", default="default", choices=["default", "full", "tiny"],
                    help="scaling grid: default (minutes on 2 cores), full (N to 200, d to 4096, r to 64), tiny")
+    p.add_argument("--threads-compare", action="store_true",
+                   help="time the methods (default hydraopt-exact hydraopt-exact-k1) under one thread and under the "
+                        "default setting, alternating, each run in a fresh process; with --adapters also the whole "
+                        "process of `hydralib merge --heads 1` against peft's svd merge")
+    p.add_argument("--adapters", nargs="+", default=None, metavar="DIR",
+                   help="--threads-compare: real PEFT adapter directories or glob patterns instead of a preset")
     p.add_argument("--out", default=None, help="JSON file to write (refused if it exists, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-method lines")
@@ -76,7 +84,32 @@ def _run(args) -> int:
 
     command = "hydralib " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
     echo = (lambda text: None) if args.quiet else None
-    if args.scaling:
+    if args.threads_compare:
+        from .threads import compare_threads, text_report
+
+        methods = ["hydraopt-exact", "hydraopt-exact-k1"] if args.methods == ["all"] else check_methods(args.methods)
+        if args.out:
+            from ..atomic import check_writable
+
+            check_writable(args.out, args.overwrite)
+        if args.adapters:
+            from ..adapters import expand_sources
+
+            result = compare_threads(expand_sources(args.adapters), methods=methods, rank=args.rank,
+                                     repeats=args.repeats, command=command, echo=echo or print)
+        else:
+            from .presets import bench_preset
+
+            preset = bench_preset(args.preset, n_tasks=args.tasks, rank=args.rank, d_model=args.d_model,
+                                  d_kv=args.d_kv, n_layers=args.layers)
+            result = compare_threads(preset=preset, methods=methods, repeats=args.repeats, command=command,
+                                     echo=echo or print)
+        if args.out:
+            from .report import write_json
+
+            write_json(result, args.out, overwrite=args.overwrite)
+        print(text_report(result))
+    elif args.scaling:
         from .scaling import SCALING_METHODS, run_scaling, slopes_text
 
         methods = SCALING_METHODS if args.methods == ["all"] else check_methods(args.methods)

@@ -59,41 +59,19 @@ def set_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
-#: Thread setters of the OpenBLAS builds that numpy / scipy wheels bundle (symbol names vary with the build).
-_OPENBLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                     "openblas_set_num_threads64_", "openblas_set_num_threads")
-
-
 def set_numpy_blas_threads(threads: int) -> bool:
-    """Best effort: fix the threads of the OpenBLAS libraries loaded in this process (numpy's, scipy's); True if any.
+    """Fix the threads of the BLAS libraries loaded in this process (numpy's and scipy's OpenBLAS); True if any.
 
     OpenBLAS reads ``OPENBLAS_NUM_THREADS`` only when it is loaded, so a
-    process that imported numpy before choosing its threads needs this call.
-    Linux only (the loaded libraries are read from ``/proc/self/maps``).
+    process that imported numpy before choosing its threads needs this call
+    (``threadpoolctl``, which finds the loaded libraries and calls their setters).
     """
-    import ctypes
-    import re
-
     import numpy  # noqa: F401  (loads numpy's BLAS, if it is not loaded yet)
+    import scipy.linalg  # noqa: F401  (and scipy's, which the eigensolver uses)
+    from threadpoolctl import threadpool_info, threadpool_limits
 
-    try:
-        with open("/proc/self/maps") as fh:
-            paths = sorted(set(re.findall(r"(\S*openblas\S*\.so\S*)", fh.read())))
-    except OSError:
-        return False
-    done = False
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in _OPENBLAS_SETTERS:
-            setter = getattr(lib, name, None)
-            if setter is not None:
-                setter(int(threads))
-                done = True
-                break
-    return done
+    threadpool_limits(limits=int(threads), user_api="blas")
+    return any(info["user_api"] == "blas" for info in threadpool_info())
 
 
 def resolve_device(device: str | None) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..synthetic import STRUCTURE, structured_factors, write_peft_dirs
-from .machine import load_average, machine_info, resolve_device, set_threads, thread_env
+from .machine import THREAD_ENV, load_average, machine_info, resolve_device, set_threads, thread_env
 from .methods import check_methods
 from .presets import BenchPreset
 from .report import SCHEMA, summarise, write_json
@@ -41,15 +41,19 @@ __all__ = ["run_benchmark", "run_worker_process", "PACKAGE_ROOT"]
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_worker_process(spec: dict, threads: int, workdir: str | Path) -> dict:
-    """Run ``spec`` in a fresh ``python -m hydralib.bench.worker`` process with ``threads`` fixed; return its result."""
+def run_worker_process(spec: dict, threads: int | str, workdir: str | Path) -> dict:
+    """Run ``spec`` in a fresh ``python -m hydralib.bench.worker`` process with ``threads`` fixed (or ``"default"``:
+    nothing fixed); return its result."""
     workdir = Path(workdir)
     fd, spec_path = tempfile.mkstemp(prefix="spec-", suffix=".json", dir=workdir)
     os.close(fd)
     result_path = spec_path.replace("spec-", "result-")
     log_path = spec_path.replace("spec-", "log-").replace(".json", ".txt")
     Path(spec_path).write_text(json.dumps(spec))
-    env = dict(os.environ, **thread_env(threads))
+    if threads == "default":  # no thread variable: the libraries' own defaults (``hydralib bench --threads-compare``)
+        env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
+    else:
+        env = dict(os.environ, **thread_env(int(threads)))
     env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     with open(log_path, "w") as log:

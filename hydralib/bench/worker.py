@@ -119,7 +119,8 @@ def run_methods(spec: dict, ctx=None) -> dict:
     """Set up (unless ``ctx`` is given) and measure every method of ``spec``; returns ``{"records", "setup"}``."""
     from .machine import load_average, set_threads
 
-    set_threads(int(spec.get("threads", 1)))
+    if spec.get("threads", 1) != "default":  # "default": the libraries' own thread settings, untouched
+        set_threads(int(spec.get("threads", 1)))
     if ctx is None:
         ctx = setup_context(spec)
     records = {}
