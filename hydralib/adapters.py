@@ -91,6 +91,8 @@ class AdapterSet:
         configs: Mapping[str, dict] | None = None,
         sources: Mapping[str, Path] | None = None,
         stored_dtypes: Mapping[str, torch.dtype] | None = None,
+        magnitudes: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+        adapter_type: str | None = None,
     ):
         if kind not in ("lora", "vera"):
             raise ValueError(f"AdapterSet: kind must be 'lora' or 'vera', got {kind!r}")
@@ -106,6 +108,9 @@ class AdapterSet:
         self.configs = {t: dict(c) for t, c in (configs or {}).items()}
         self.sources = dict(sources or {})
         self.stored_dtypes = dict(stored_dtypes or {})
+        # DoRA: {task: {module: m (d_out,)}}; the factors are then the direction update (see hydralib.merge.dora)
+        self.magnitudes = {t: dict(m) for t, m in (magnitudes or {}).items()}
+        self.adapter_type = adapter_type or ("dora" if self.magnitudes else kind)  # lora, adalora, dora, vera
 
     # ------------------------------------------------------------------ construction
 
@@ -230,6 +235,8 @@ class AdapterSet:
             if self.kind == "lora":
                 A, B, _ = self._lora[task][module]
                 out[f"{module}.lora_A"], out[f"{module}.lora_B"] = A, B
+                if self.magnitudes:
+                    out[f"{module}.lora_magnitude_vector"] = self.magnitudes[task][module]
             else:
                 lb, ld = self._vera[task][module]
                 out[f"{module}.vera_lambda_b"], out[f"{module}.vera_lambda_d"] = lb, ld
@@ -253,6 +260,8 @@ class AdapterSet:
             self.kind, self.tasks, self._info, lora=lora, vera=vera, projections=projections,
             base_model=self.base_model, metadata=self.metadata, configs=self.configs,
             sources=self.sources, stored_dtypes=self.stored_dtypes,
+            magnitudes={t: {m: fn(v) for m, v in mods.items()} for t, mods in self.magnitudes.items()},
+            adapter_type=self.adapter_type,
         )
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "AdapterSet":
@@ -273,6 +282,7 @@ class AdapterSet:
             configs={t: self.configs[t] for t in keep if t in self.configs},
             sources={t: self.sources[t] for t in keep if t in self.sources},
             stored_dtypes={t: self.stored_dtypes[t] for t in keep if t in self.stored_dtypes},
+            magnitudes={t: self.magnitudes[t] for t in keep if t in self.magnitudes}, adapter_type=self.adapter_type,
         )
 
     # ------------------------------------------------------------------ saving
@@ -301,7 +311,10 @@ class AdapterSet:
             if config is None:
                 fan = any(info.fan_in_fan_out for info in self._info.values())
                 config = peft_io.lora_config_for(factors, self.base_model, fan_in_fan_out=fan)
+                config["use_dora"] = bool(self.magnitudes)
             tensors = peft_io.lora_tensors(factors, dtype)
+            if self.magnitudes:
+                tensors.update(peft_io.dora_tensors(self.magnitudes[task], dtype))
         else:
             config = self.configs.get(task)
             if config is None:
@@ -391,7 +404,7 @@ def load_adapters(
     info: dict[str, ModuleInfo] = {}
     lora, vera = {}, {}
     for task, raw in zip(tasks, raws):
-        if raw.kind == "lora":
+        if raw.kind in ("lora", "dora"):
             lora[task] = {
                 m: (A.to(device=device, dtype=dtype), B.to(device=device, dtype=dtype), s)
                 for m, (A, B, s) in raw.lora.items()
@@ -413,12 +426,16 @@ def load_adapters(
         projections, info = _vera_projections_and_shapes(raws, shapes_hint)
         projections = tuple(p.to(device=device, dtype=dtype) for p in projections)
 
+    types = sorted({raw.adapter_type for raw in raws})
     return AdapterSet(
-        first.kind, tasks, info, lora=lora, vera=vera, projections=projections,
+        "lora" if first.kind == "dora" else first.kind, tasks, info, lora=lora, vera=vera, projections=projections,
         base_model=first.base_model, metadata=metadata,
         configs={t: copy.deepcopy(r.config) for t, r in zip(tasks, raws)},
         sources=dict(zip(tasks, paths)),
         stored_dtypes={t: r.stored_dtype for t, r in zip(tasks, raws)},
+        magnitudes={t: {m: v.to(device=device, dtype=dtype) for m, v in r.magnitudes.items()}
+                    for t, r in zip(tasks, raws) if r.magnitudes},
+        adapter_type="+".join(types),
     )
 
 

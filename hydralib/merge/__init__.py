@@ -13,6 +13,9 @@
   lambda_b, ALS and Adam solvers);
 * :mod:`.vera_solvers` - VeRA HydraOpt at one module: Gram-form objective,
   floor, and the ALS / Adam solvers (:data:`VERA_SOLVERS`);
+* :mod:`.dora` - DoRA: HydraOpt and the baselines on the direction updates,
+  with per-task (kept / refit / least-squares) or averaged magnitudes,
+  judged on the adapted weights (needs ``base_model=``);
 * :mod:`.bundle` - save / load / export to PEFT (the old import path of
   :mod:`.hydraopt.result`).
 
@@ -57,6 +60,7 @@ from .hydraopt import (
     task_weights,
     transpose_factors,
 )
+from .dora import MAGNITUDE_FITS, DoraHydraResult, MergedDoRA, hydraopt_dora, merge_dora
 from .lowrank import (
     LowRankSVD,
     StackedGram,
@@ -86,6 +90,7 @@ __all__ = [
     "resolve_groups", "solve_adam", "solve_exact", "task_similarity", "task_weights", "transpose_factors",
     "LowRankSVD", "StackedGram", "delta_inner_products", "lowrank_svd", "row_space_basis", "stacked_gram",
     "truncated_svd_dense",
+    "MAGNITUDE_FITS", "DoraHydraResult", "MergedDoRA", "hydraopt_dora", "merge_dora",
     "VERA_SOLVERS", "MergedVeRA", "VectorAverageGap", "VeraHydraResult", "VeraModuleResult", "merge_vera_dense",
     "merge_vera_vectors", "vector_average_gap", "vera_hydraopt",
 ]

@@ -1,4 +1,4 @@
-"""Read and write PEFT adapter directories (LoRA and VeRA), safely.
+"""Read and write PEFT adapter directories (LoRA, DoRA, AdaLoRA and VeRA), safely.
 
 Three parts: :mod:`.config` (the config file and the validation of every field
 the loaders read), :mod:`.read` (a directory to validated tensors) and
@@ -24,6 +24,13 @@ Conventions (shared by the whole library):
   shared projections ``vera_A`` ``(r, max_d_in)``, ``vera_B`` ``(max_d_out, r)``;
   ``dW = (lambda_b[:, None] * vera_B[:d_out]) @ (lambda_d[:, None] * vera_A[:, :d_in])``.
 
+* DoRA (:mod:`.dora`): LoRA factors (the direction update) plus a magnitude
+  vector m ``(d_out,)``; the weight is ``m * V / ||V||_row`` with
+  ``V = W0 + s B A``, so it needs the base weights (:mod:`.base`).
+* AdaLoRA (:mod:`.adalora`): read as LoRA factors of the kept rank
+  (``A = lora_E * lora_A``, scaling ``lora_alpha / init_r``) with a matching
+  ``LoraConfig``, so it exports as a plain LoRA.
+
 Untrusted files are never unpickled: ``.bin`` checkpoints are refused.
 
 Example
@@ -44,9 +51,12 @@ from .config import (
 )
 from .read import MAX_UPDATE_NORM, RawAdapter, check_floating, read_adapter, read_tensors, vera_projections
 from .write import lora_config_for, lora_tensors, vera_tensors, write_adapter
+from .base import base_weights
+from .dora import MAGNITUDE_KEY, dora_tensors, dora_weight, row_norms
 
 __all__ = [
     "CONFIG_NAME", "MAX_UPDATE_NORM", "PICKLE_NAMES", "PREFIX", "VERA_PROJECTIONS", "WEIGHTS_NAME", "RawAdapter",
     "check_floating", "lora_config_for", "lora_rank_alpha_scaling", "lora_tensors", "read_adapter", "read_config",
     "read_tensors", "validate_config", "vera_projections", "vera_tensors", "write_adapter",
+    "MAGNITUDE_KEY", "base_weights", "dora_tensors", "dora_weight", "row_norms",
 ]

@@ -46,6 +46,8 @@ class RawAdapter:
     vera: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     projections: tuple[torch.Tensor, torch.Tensor] | None = None
     stored_dtype: torch.dtype = torch.float32
+    adapter_type: str = ""  # "lora", "adalora" (read as LoRA; config is then a LoraConfig), "dora" or "vera"
+    magnitudes: dict[str, torch.Tensor] = field(default_factory=dict)  # DoRA: module -> m (d_out,)
 
     @property
     def base_model(self) -> str | None:
@@ -215,7 +217,7 @@ def _parse_vera(path: Path, config: dict, tensors: dict[str, torch.Tensor]):
 
 
 def read_adapter(directory: str | Path) -> RawAdapter:
-    """Read and validate one PEFT LoRA or VeRA adapter directory."""
+    """Read and validate one PEFT LoRA (also DoRA), AdaLoRA or VeRA adapter directory."""
     directory = Path(directory)
     if not directory.exists():
         raise AdapterError(f"{directory}: no such adapter directory")
@@ -231,13 +233,27 @@ def read_adapter(directory: str | Path) -> RawAdapter:
     dtypes = {t.dtype for t in tensors.values()}
     stored = dtypes.pop() if len(dtypes) == 1 else torch.float32
     peft_type = str(config.get("peft_type", "")).upper()
+    if peft_type == "LORA" and config.get("use_dora"):
+        from .dora import check_magnitudes, split_magnitudes
+
+        magnitudes = split_magnitudes(weights, tensors)
+        lora = _parse_lora(weights, dict(config, use_dora=False), tensors)
+        check_magnitudes(weights, lora, magnitudes)
+        return RawAdapter(directory, "dora", config, lora=lora, stored_dtype=stored, adapter_type="dora",
+                          magnitudes=magnitudes)
     if peft_type == "LORA":
-        return RawAdapter(directory, "lora", config, lora=_parse_lora(weights, config, tensors), stored_dtype=stored)
+        return RawAdapter(directory, "lora", config, lora=_parse_lora(weights, config, tensors), stored_dtype=stored,
+                          adapter_type="lora")
+    if peft_type == "ADALORA":
+        from .adalora import adalora_as_lora
+
+        lora, lora_config = adalora_as_lora(weights, config, tensors)
+        return RawAdapter(directory, "lora", lora_config, lora=lora, stored_dtype=stored, adapter_type="adalora")
     if peft_type == "VERA":
         vera, projections = _parse_vera(weights, config, tensors)
         return RawAdapter(directory, "vera", config, vera=vera, projections=projections, stored_dtype=stored)
     raise AdapterError(
-        f"{directory / CONFIG_NAME}: peft_type {config.get('peft_type')!r} is not supported (LORA and VERA are)"
+        f"{directory / CONFIG_NAME}: peft_type {config.get('peft_type')!r} is not supported (LORA, ADALORA and VERA are)"
     )
 
 

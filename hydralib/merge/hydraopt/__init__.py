@@ -58,6 +58,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from ...errors import AdapterError
 from ...threads import map_modules
 from ..lowrank import check_factors, delta_norms_sq
 from .adam import solve_adam
@@ -191,6 +192,8 @@ def hydraopt(
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose from {sorted(SOLVERS)}")
     aset = _as_adapter_set(adapters, metadata=metadata, base_model=base_model)
+    if aset.magnitudes:  # the adapted weight needs W0: hydralib.merge.dora
+        raise AdapterError("hydraopt: DoRA adapters: use hydralib.merge.hydraopt_dora(adapters, base_model=...)")
     modules = list(modules) if modules is not None else list(aset.modules)
     unknown = [m for m in modules if m not in set(aset.modules)]
     if unknown:
