@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..errors import AdapterError
 from .codecs import decode, encode, encoded_bytes, pack_bits, parse_codec, quantize_codes, unpack_bits
 from .signs import compeft
 from .compose import from_hydraopt, from_merged
@@ -58,6 +59,9 @@ def compress_adapters(aset, method: str, **knobs) -> CompressedAdapters:
     """Compress every adapter of ``aset`` with the family ``method`` of :data:`COMPRESSORS`."""
     if method not in COMPRESSORS:
         raise ValueError(f"unknown compression method {method!r}; choose from {sorted(COMPRESSORS)}")
+    if getattr(aset, "magnitudes", None):
+        raise AdapterError("compress_adapters: DoRA adapters are not supported (the containers hold no magnitude "
+                           "vectors); merge them with hydralib.merge.hydraopt_dora instead")
     return COMPRESSORS[method].fn(aset, **knobs)
 
 

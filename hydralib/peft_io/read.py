@@ -132,7 +132,7 @@ def _parse_lora(path: Path, config: dict, tensors: dict[str, torch.Tensor]) -> d
         match = _LORA_KEY.match(stripped)
         if match is None:
             if "lora_magnitude_vector" in key:
-                raise AdapterError(f"{path}: tensor {key}: DoRA magnitude vectors are refused (the update is non-linear)")
+                raise AdapterError(f"{path}: tensor {key}: a DoRA magnitude vector, but {CONFIG_NAME} does not set use_dora=true")
             if "lora_embedding_" in key:
                 raise AdapterError(f"{path}: tensor {key}: embedding LoRA is not supported (only linear layers)")
             raise AdapterError(f"{path}: tensor {key}: not a LoRA weight (expected '<module>.lora_A.weight' / '.lora_B.weight')")
