@@ -57,12 +57,13 @@ def hydra_module_params(d_out: int, d_in: int, rank: int, heads: int, side: str 
 
 
 def adapter_params(aset: "AdapterSet", task: str) -> int:
-    """Numbers stored for one task's adapter (its trainable tensors)."""
+    """Numbers stored for one task's adapter (its trainable tensors; DoRA: with its magnitude vectors)."""
     total = 0
     for module in aset.modules:
         d_out, d_in = aset.shape(module)
         r = aset.rank(task, module)
         total += lora_module_params(d_out, d_in, r) if aset.kind == "lora" else vera_module_params(d_out, r)
+        total += d_out if getattr(aset, "magnitudes", None) else 0  # DoRA: the magnitude vector
     return total
 
 

@@ -267,3 +267,64 @@ def test_dora_compress_is_refused(dora_dirs):
 
     with pytest.raises(AdapterError, match="DoRA"):
         compress_adapters(load_adapters(dora_dirs), "quantize", codec="int8")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_info_names_the_adapter_type(dora_dirs, adalora_dirs, capsys):
+    from hydralib.cli import main
+
+    assert main(["info", *map(str, dora_dirs)]) == 0
+    out = capsys.readouterr().out
+    assert "3 DORA adapters" in out and "direction update s B A" in out
+    assert main(["info", "--json", *map(str, adalora_dirs)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["adapter_type"] == "adalora" and summary["tasks"][1]["ranks"] == [3]
+
+
+def test_cli_merge_dora_needs_base_model(dora_dirs, tmp_path, capsys):
+    from hydralib.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["merge", *map(str, dora_dirs), "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    assert "DoRA adapters: pass --base-model DIR" in capsys.readouterr().err
+
+
+def test_cli_merge_dora_hydraopt_and_ties(dora_dirs, base, tmp_path, capsys):
+    from hydralib.cli import main
+
+    base.save_pretrained(tmp_path / "base")
+    out = tmp_path / "hydra"
+    argv = ["merge", *map(str, dora_dirs), "--rank", "2", "--base-model", str(tmp_path / "base"), "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    api = hydraopt_dora(load_adapters(dora_dirs), base_model=base, rank=2, progress=False)
+    assert f"lstsq {api.losses['lstsq']:.4g}" in text and "magnitudes lstsq" in text
+    for task in api.tasks:
+        recon = api.to_adapter_set([task])
+        ours = _with_weights(_dora_weights(recon, task, base))
+        assert torch.allclose(ours, _peft_logits(out / task), atol=1e-5, rtol=0)
+    ties = tmp_path / "ties"
+    argv = ["merge", *map(str, dora_dirs), "--method", "ties", "--density", "0.5", "--base-model",
+            str(tmp_path / "base"), "--out", str(ties)]
+    assert main(argv) == 0
+    merged = merge_dora(load_adapters(dora_dirs), "ties", base_model=base, density=0.5, progress=False)
+    assert f"{merged.loss:.4g}" in capsys.readouterr().out
+    assert json.loads((ties / "adapter_config.json").read_text())["use_dora"] is True
+
+
+def test_cli_adalora_merges_and_compresses_like_lora(adalora_dirs, dora_dirs, base, tmp_path, capsys):
+    from hydralib.cli import EXIT_BAD_INPUT, main
+
+    out = tmp_path / "ta"
+    assert main(["merge", *map(str, adalora_dirs[1:2]), "--method", "task_arithmetic", "--out", str(out)]) == 0
+    assert torch.allclose(_peft_logits(out), _peft_logits(adalora_dirs[1]), atol=1e-5, rtol=0)
+    assert main(["compress", *map(str, adalora_dirs), "--method", "truncate", "--rank", "2",
+                 "--out", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    assert main(["compress", *map(str, dora_dirs), "--method", "truncate", "--rank", "2",
+                 "--out", str(tmp_path / "d")]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert "DoRA adapters are not supported" in err and len(err.splitlines()) == 1

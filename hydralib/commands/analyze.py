@@ -186,6 +186,9 @@ def run(args) -> int:
     init_a = _initial_lora_a(args, aset) if init_seed is not None else None  # before the long part: fail fast
     similarity, spectra = analyse_adapters(aset, q=args.q, progress=True)
     summary = summarise_asymmetry(aset, q=args.q, similarity=similarity, spectra=spectra)
+    if aset.magnitudes:  # DoRA: the factors are the direction update
+        summary["note"] = "DoRA adapters: every analysis uses the direction update s B A, not the magnitude vectors"
+        print(summary["note"])
     if init_a is not None:
         summary["init_distance"] = to_jsonable(_init_distance(aset, init_a, init_seed, list(similarity.modules)))
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp, plotting.book_style():

@@ -21,6 +21,7 @@ def info_summary(aset) -> dict:
     by_label = {r.label: r for r in rows}
     return {
         "kind": aset.kind,
+        "adapter_type": aset.adapter_type,
         "base_model": aset.base_model,
         "tasks": [
             {
@@ -63,8 +64,13 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return EXIT_OK
-    print(f"{len(aset.tasks)} {aset.kind.upper()} adapters, {len(aset.modules)} modules, "
+    print(f"{len(aset.tasks)} {aset.adapter_type.upper()} adapters, {len(aset.modules)} modules, "
           f"base model {aset.base_model or '(not recorded)'}\n")
+    if aset.magnitudes:
+        print("DoRA: ranks and scalings are those of the direction update s B A; each module also stores a "
+              "magnitude vector (d_out numbers, counted in params)\n")
+    elif "adalora" in aset.adapter_type:
+        print("AdaLoRA: read as LoRA of the kept rank (A = lora_E * lora_A, scaling lora_alpha / init_r)\n")
     print(_table(
         [[t["task"], _fmt_set(t["ranks"]), _fmt_set(t["scalings"]), f"{t['params']:,}",
           storage.human_bytes(t["bytes"])] for t in summary["tasks"]],

@@ -100,6 +100,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hydraopt: store the shared factor and heads as integer codes: --out receives one "
                         "compressed.safetensors (read by hydralib.compress.load_compressed) instead of the bundle, "
                         "and --export-peft the dequantized adapters")
+    p.add_argument("--base-model", default=None, metavar="DIR",
+                   help="DoRA adapters only (required for them): the base model's save_pretrained directory, for "
+                        "the row norms of W0 + s B A; --out then receives DoRA PEFT directories")
+    p.add_argument("--magnitude", default="lstsq", choices=["lstsq", "kept", "refit"],
+                   help="hydraopt on DoRA adapters: each task's magnitude after the fit (default lstsq, the lowest loss)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(_parser=p)
 
@@ -147,6 +152,12 @@ def run(args) -> int:
                          f"(pass --metadata FILE, or use --heads task or an integer K)")
     device = resolve_device(getattr(args, "device", None))
     aset = load_adapters(args.adapters, metadata=metadata)
+    if aset.magnitudes:  # DoRA: hydralib.commands.merge_dora
+        from .merge_dora import run_dora
+
+        return run_dora(args, aset, heads, device)
+    if getattr(args, "base_model", None) is not None:
+        usage_error(args, "--base-model is only used for DoRA adapters")
     total = storage.set_params(aset)
     if args.method == "hydraopt":
         from ..merge import export_peft, hydraopt
