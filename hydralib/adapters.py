@@ -1,4 +1,4 @@
-"""Adapter sets: the LoRA or VeRA adapters of many tasks over one base model.
+"""Adapter sets: the LoRA (also DoRA, AdaLoRA) or VeRA adapters of many tasks over one base model.
 
 An :class:`AdapterSet` holds, for every task and every adapted module, the
 factors of the update. It is the data model the whole library works on.
@@ -8,6 +8,11 @@ factors of the update. It is the data model the whole library works on.
   For VeRA the factors are ``A = lambda_d[:, None] * vera_A[:, :d_in]`` and
   ``B = lambda_b[:, None] * vera_B[:d_out]`` with scaling 1.
 * ``delta(task, module)`` forms the dense ``(d_out, d_in)`` dW, only when asked.
+* AdaLoRA directories are read as LoRA factors of the kept rank
+  (:mod:`hydralib.peft_io.adalora`); ``adapter_type`` says ``"adalora"``.
+* DoRA directories: the factors are the *direction update* ``s B A`` (so every
+  analysis sees that), and ``magnitudes[task][module]`` holds m ``(d_out,)``;
+  the adapted weight needs the base weights (:mod:`hydralib.merge.dora`).
 * Everything else in hydralib works on the factors.
 
 Example

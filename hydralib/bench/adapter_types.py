@@ -148,10 +148,22 @@ def measure(n_tasks: int = 4, rank: int = 4, seed: int = 0, shared: float = 0.5,
         ta_loss = sum(float((ada_ta.delta(m) - aset.delta(t, m)).square().sum()) for t in aset.tasks for m in aset.modules)
         out["adalora"] = {"hydraopt K=N r'=r": ada_h.total_loss / energy, "task_arithmetic": ta_loss / energy}
         sizes = {"lora": _stored(root / "lora"), "dora": _stored(dora[0]), "adalora": _stored(ada[0])}
-        out["storage_per_adapter"] = {k: {"numbers": n, "bytes": b} for k, (n, b) in sizes.items()}
+        out["storage_per_adapter"] = {k: {"numbers": n, "bytes": b, "relative_to_lora": round(n / sizes["lora"][0], 4)}
+                                      for k, (n, b) in sizes.items()}
+        all_dora = n_tasks * sizes["dora"][0]
+        for entry in (*hydra.values(), *baselines.values()):
+            entry["relative_storage"] = round(entry["storage"] / all_dora, 4)  # of keeping the N DoRA adapters
     return out
 
 
 if __name__ == "__main__":  # pragma: no cover
+    import argparse
+
+    parser = argparse.ArgumentParser(description="DoRA / AdaLoRA merging losses and storage on a tiny Llama")
+    parser.add_argument("--tasks", type=int, default=4)
+    parser.add_argument("--rank", type=int, default=4)
+    parser.add_argument("--shared", type=float, default=0.5, help="fraction of lora_A's variance common to all tasks")
+    parser.add_argument("--seed", type=int, default=0)
+    cli = parser.parse_args()
     torch.set_num_threads(1)
-    print(json.dumps(measure(), indent=2))
+    print(json.dumps(measure(cli.tasks, cli.rank, cli.seed, cli.shared), indent=2))

@@ -248,6 +248,8 @@ def read_adapter(directory: str | Path) -> RawAdapter:
         from .adalora import adalora_as_lora
 
         lora, lora_config = adalora_as_lora(weights, config, tensors)
+        for module, (A, B, s) in lora.items():
+            _check_update_size(weights, module, abs(s) * float(A.double().norm()) * float(B.double().norm()))
         return RawAdapter(directory, "lora", lora_config, lora=lora, stored_dtype=stored, adapter_type="adalora")
     if peft_type == "VERA":
         vera, projections = _parse_vera(weights, config, tensors)
