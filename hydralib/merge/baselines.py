@@ -278,7 +278,7 @@ def merge_adapters(
         raise ValueError(f"unknown merge method {method!r}; choose from {sorted(MERGE_METHODS)}")
     spec = MERGE_METHODS[method]
     aset = _as_adapter_set(adapters)
-    if aset.magnitudes:  # the merged weight needs W0: hydralib.merge.dora
+    if getattr(aset, "magnitudes", None):  # the merged weight needs W0: hydralib.merge.dora
         raise AdapterError("merge_adapters: DoRA adapters: use hydralib.merge.merge_dora(adapters, method, base_model=...)")
     modules = list(modules) if modules is not None else list(aset.modules)
     if isinstance(weights, Mapping):

@@ -192,7 +192,7 @@ def hydraopt(
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose from {sorted(SOLVERS)}")
     aset = _as_adapter_set(adapters, metadata=metadata, base_model=base_model)
-    if aset.magnitudes:  # the adapted weight needs W0: hydralib.merge.dora
+    if getattr(aset, "magnitudes", None):  # the adapted weight needs W0: hydralib.merge.dora
         raise AdapterError("hydraopt: DoRA adapters: use hydralib.merge.hydraopt_dora(adapters, base_model=...)")
     modules = list(modules) if modules is not None else list(aset.modules)
     unknown = [m for m in modules if m not in set(aset.modules)]
