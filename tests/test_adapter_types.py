@@ -208,6 +208,18 @@ def test_dora_hydraopt_magnitude_fits(dora_dirs, base):
     assert result.storage == result.hydra.storage + len(aset.tasks) * sum(aset.shape(m)[0] for m in aset.modules)
 
 
+def test_dora_hydraopt_side_b_and_fewer_heads(dora_dirs, base):
+    aset = load_adapters(dora_dirs)
+    full = hydraopt_dora(aset, base_model=base, rank=2, progress=False)
+    for options in ({"side": "B"}, {"heads": 2}):
+        result = hydraopt_dora(aset, base_model=base, rank=2, magnitude="kept", progress=False, **options)
+        assert result.loss == result.losses["kept"] >= result.losses["lstsq"]
+        assert result.to_adapter_set().adapter_type == "dora"
+    assert hydraopt_dora(aset, base_model=base, rank=2, heads=2, progress=False).loss > full.loss  # fewer heads lose more
+    with pytest.raises(ValueError, match="magnitude must be one of"):
+        hydraopt_dora(aset, base_model=base, magnitude="mean")
+
+
 def test_dora_exports_load_in_peft_with_the_same_logits(dora_dirs, base, tmp_path):
     aset = load_adapters(dora_dirs)
     result = hydraopt_dora(aset, base_model=base, rank=2, progress=False)
