@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 
 from .machine import THREAD_ENV, load_average, machine_info, thread_env
 
-__all__ = ["SETTINGS", "compare_threads", "setting_env", "adapter_shapes", "peft_svd_process"]
+__all__ = ["SETTINGS", "compare_threads", "setting_env", "adapter_shapes", "peft_svd_process", "thread_targets", "text_report", "table_rows"]
 
 #: The two settings compared: one thread everywhere, and nothing set (the libraries' defaults).
 SETTINGS = ("1", "default")
@@ -208,3 +208,16 @@ def text_report(result: dict) -> str:
     for t in result["targets"]:
         lines.append(f"{'met' if t['met'] else 'NOT met':<8} {t['target']}: {t['value']}")
     return "\n".join(lines)
+
+
+def table_rows(results: dict[str, dict]) -> tuple[list[list], list[str]]:
+    """One row per (adapter set, method) of thread comparisons ``{label: result}``: medians and their ratio."""
+    rows = []
+    for label, result in results.items():
+        timed = list(result["methods"].items()) + [(k, v) for k, v in (result.get("whole_process") or {}).items()
+                                                   if isinstance(v, dict)]
+        for name, r in timed:
+            med = r["median_s"]
+            rows.append([label, f"`{name}`", f"{med['1']:.2f}", f"{med['default']:.2f}",
+                         f"{r['ratio_default_to_one']:.2f}"])
+    return rows, ["adapters", "method", "1 thread (s)", "default (s)", "default / 1"]
