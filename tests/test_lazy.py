@@ -269,3 +269,53 @@ def test_lazy_merge_memory_does_not_grow_with_n(tmp_path):
     assert lazy32 <= 1.5 * lazy4, (lazy4, lazy32)
     assert lazy32 - lazy4 < 0.6 * extra_kib, (lazy4, lazy32, extra_kib)
     assert eager32 - lazy4 > 1.0 * extra_kib, (lazy4, eager32, extra_kib)  # control: holding the set is measured
+
+
+def _small_8b_like(n_tasks=3):
+    from dataclasses import replace
+
+    from hydralib.bench.presets import bench_preset
+
+    return replace(bench_preset("llama-3.1-8b"), n_layers=2, d_model=64, d_kv=16, d_ff=160, rank=2, n_tasks=n_tasks)
+
+
+def test_out_of_core_methods_in_process(tmp_path, monkeypatch):
+    """The out-of-core bench's methods on a small preset of the 8B's structure (attention + MLP), in this process."""
+    from hydralib.bench.outofcore import _peft_record, ensure_adapters, llama_base_params, run_method
+    from hydralib.bench.presets import bench_preset
+
+    monkeypatch.setenv("HYDRALIB_CACHE", str(tmp_path / "cache"))
+    preset = _small_8b_like()
+    dirs = ensure_adapters(preset)
+    assert ensure_adapters(preset) == dirs  # written once, then reused
+    aset = load_adapters(dirs)
+    assert len(aset.modules) == 14 and aset.shape("model.layers.1.mlp.down_proj") == (64, 160)
+    assert aset.stored_dtypes[aset.tasks[0]] == torch.bfloat16 and aset.scaling(aset.tasks[0], aset.modules[0]) == 2.0
+    spec = {"dirs": [str(d) for d in dirs], "rank": 2, "ties_layers": [1]}
+    records = {}
+    for i, (method, lazy) in enumerate([("hydraopt-task", True), ("hydraopt-task", False), ("hydraopt-1", True),
+                                        ("ties", True), ("int4", True)]):
+        (tmp_path / f"s{i}").mkdir()
+        records[method, lazy] = run_method({**spec, "method": method, "lazy": lazy, "scratch": str(tmp_path / f"s{i}")})
+    assert records["hydraopt-task", True]["loss"] == records["hydraopt-task", False]["loss"]
+    assert records["hydraopt-task", True]["bundle_bytes"] == records["hydraopt-task", False]["bundle_bytes"]
+    assert records["hydraopt-1", True]["heads"] == 1 and records["hydraopt-1", True]["loss"] > 0
+    ties = records["ties", True]
+    assert ties["modules_run"] == 7 and ties["layers_run"] == [1] and "extrapolated" in ties
+    assert ties["seconds_extrapolated_all_layers"] >= ties["seconds"]
+    assert all(r["peak_rss_mib"] > 0 for r in records.values())
+    full = bench_preset("llama-3.1-8b")
+    assert 7.9e9 < llama_base_params(full) < 8.1e9  # Llama-3.1-8B has 8.03 B parameters
+    why = _peft_record(full)["why"]
+    assert "\n" not in why and "GiB" in why
+
+
+@pytest.mark.slow
+def test_out_of_core_suite_subprocesses(tmp_path, monkeypatch):
+    from hydralib.bench.outofcore import out_of_core_suite, text_table
+
+    monkeypatch.setenv("HYDRALIB_CACHE", str(tmp_path / "cache"))
+    result = out_of_core_suite(_small_8b_like(4), ["hydraopt-task", "ties", "int4", "peft-svd"], ties_layers=[0],
+                               tasks_grid=[2], compare_eager=True, echo=lambda _: None)
+    assert all(r["status"] in ("ok", "not run") for r in result["records"]), result["records"]
+    assert "peft-svd" in text_table(result)
