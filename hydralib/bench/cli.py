@@ -67,6 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--out-of-core: run TIES on these layers only and extrapolate (stated in the JSON)")
     p.add_argument("--tasks-grid", type=int, nargs="+", default=None, metavar="N",
                    help="--out-of-core: exact HydraOpt (K = N) lazy and eager at each of these N")
+    p.add_argument("--store-dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
+                   help="--out-of-core: dtype the generated adapters are stored in (default bfloat16)")
     p.add_argument("--compare-eager", action="store_true",
                    help="--out-of-core: run the HydraOpt methods on the eager set too")
     p.add_argument("--out", default=None, help="JSON file to write (refused if it exists, unless --overwrite)")
@@ -107,8 +109,8 @@ def _run(args) -> int:
             raise HydraError(f"--out-of-core: unknown methods {unknown}; choose from {list(OOC_METHODS)}")
         preset = bench_preset(args.preset, n_tasks=args.tasks, rank=args.rank, n_layers=args.layers)
         result = out_of_core_suite(preset, methods, ties_layers=args.ties_layers, tasks_grid=args.tasks_grid,
-                                   compare_eager=args.compare_eager, seed=args.seed, command=command,
-                                   echo=echo or print)
+                                   compare_eager=args.compare_eager, seed=args.seed, dtype=args.store_dtype,
+                                   command=command, echo=echo or print)
         if args.out:
             from .report import write_json
 
