@@ -245,6 +245,9 @@ def out_of_core_suite(preset, methods: Sequence[str], *, ties_layers: Sequence[i
     for n in tasks_grid or []:
         for lazy in (True, False):
             add(run_out_of_core(preset, ["hydraopt-task"], lazy=lazy, seed=seed, dtype=dtype, n_tasks=n))
+    from .machine import load_average
+
+    out["load_after"] = load_average()
     return out
 
 
