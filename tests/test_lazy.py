@@ -281,7 +281,7 @@ def _small_8b_like(n_tasks=3):
 
 def test_out_of_core_methods_in_process(tmp_path, monkeypatch):
     """The out-of-core bench's methods on a small preset of the 8B's structure (attention + MLP), in this process."""
-    from hydralib.bench.outofcore import _peft_record, ensure_adapters, llama_base_params, run_method
+    from hydralib.bench.outofcore import _peft_record, ensure_adapters, lazy_eager_ratios, llama_base_params, run_method
     from hydralib.bench.presets import bench_preset
 
     monkeypatch.setenv("HYDRALIB_CACHE", str(tmp_path / "cache"))
@@ -306,6 +306,8 @@ def test_out_of_core_methods_in_process(tmp_path, monkeypatch):
     assert all(r["peak_rss_mib"] > 0 for r in records.values())
     full = bench_preset("llama-3.1-8b")
     assert 7.9e9 < llama_base_params(full) < 8.1e9  # Llama-3.1-8B has 8.03 B parameters
+    ratios = lazy_eager_ratios([{**records["hydraopt-task", lazy], "status": "ok"} for lazy in (True, False)])
+    assert list(ratios) == ["hydraopt-task N=3"] and ratios["hydraopt-task N=3"]["time_lazy_over_eager"] > 0
     why = _peft_record(full)["why"]
     assert "\n" not in why and "GiB" in why
 
@@ -319,3 +321,4 @@ def test_out_of_core_suite_subprocesses(tmp_path, monkeypatch):
                                tasks_grid=[2], compare_eager=True, echo=lambda _: None)
     assert all(r["status"] in ("ok", "not run") for r in result["records"]), result["records"]
     assert "peft-svd" in text_table(result)
+    assert set(result["comparisons"]) == {"hydraopt-task N=2", "hydraopt-task N=4"}

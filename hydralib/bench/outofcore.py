@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = ["OOC_METHODS", "cache_dir", "ensure_adapters", "llama_base_params", "run_method", "run_out_of_core",
-           "out_of_core_suite", "text_table"]
+           "out_of_core_suite", "lazy_eager_ratios", "text_table"]
 
 OOC_METHODS = ("hydraopt-task", "hydraopt-1", "ties", "int4", "peft-svd")
 LLAMA3_VOCAB = 128256
@@ -248,6 +248,20 @@ def out_of_core_suite(preset, methods: Sequence[str], *, ties_layers: Sequence[i
     from .machine import load_average
 
     out["load_after"] = load_average()
+    out["comparisons"] = lazy_eager_ratios(out["records"])
+    return out
+
+
+def lazy_eager_ratios(records: Sequence[dict]) -> dict:
+    """``{"<method> N=<n>": {"time_lazy_over_eager", "peak_lazy_over_eager"}}`` for every method and N measured
+    both lazily and eagerly (computed from the records of one run)."""
+    ok = {(r["method"], r["n_tasks"], r["lazy"]): r for r in records if r.get("status") == "ok"}
+    out = {}
+    for (method, n, lazy), r in sorted(ok.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        eager = ok.get((method, n, False))
+        if lazy and eager is not None:
+            out[f"{method} N={n}"] = {"time_lazy_over_eager": round(r["seconds"] / eager["seconds"], 3),
+                                      "peak_lazy_over_eager": round(r["peak_rss_mib"] / eager["peak_rss_mib"], 3)}
     return out
 
 
