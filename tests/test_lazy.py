@@ -104,7 +104,7 @@ def test_save_peft_streamed_same_files(dirs, tmp_path):
 
 
 @pytest.mark.parametrize("method, knobs", [("quantize", {"codec": "int4"}), ("truncate", {"rank": 2}),
-                                           ("compeft", {"density": 0.3})])
+                                           ("compeft", {"density": 0.3}), ("jd", {"c": 4})])
 def test_compression_bit_identical(dirs, method, knobs, tmp_path):
     from hydralib.compress import compress_adapters
 
