@@ -166,7 +166,7 @@ def run_method(spec: dict) -> dict:
     record["start_rss_mib"] = round(start_rss or 0.0, 1)
     record["peak_rss_mib"] = round(hwm_mib(), 1)
     if method == "ties" and record["modules_run"] < record["modules"]:
-        record["seconds_extrapolated_all_layers"] = round(record["seconds"] * record["modules"] / record["modules_run"], 1)
+        record["seconds_extrapolated_all_layers"] = round(record["seconds"] * record["modules"] / record["modules_run"], 2)
         record["extrapolated"] = (f"measured on layers {record['layers_run']} ({record['modules_run']} of "
                                   f"{record['modules']} modules); all layers extrapolated linearly in modules")
     return record
