@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1] / "hydralib"
 
 LAYERS = [
     "errors", "atomic", "threads", "tables", "stats", "plotting", "notebook", "presets", "manifest",
-    "peft_io", "adapters", "hydralib", "storage", "runtime",
+    "peft_io", "adapters", "lazy", "hydralib", "storage", "runtime",
     "synthetic",
     "analysis",
     "merge",

@@ -1,6 +1,6 @@
 """Benchmarks: how fast and how light merging is, against peft and against the iterative solver.
 
-* :mod:`.presets` - shapes of the synthetic adapter sets (``smollm2``, ``llama-3.2-1b``);
+* :mod:`.presets` - shapes of the synthetic adapter sets (``smollm2``, ``llama-3.2-1b``, ``llama-3.1-8b``);
 * :mod:`hydralib.synthetic` (:func:`~hydralib.synthetic.structured_factors`) - the structured synthetic
   adapters, written as PEFT directories;
 * :mod:`.methods` - the timed methods, registered by name (HydraOpt exact / Adam,
@@ -10,6 +10,7 @@
 * :mod:`.worker` - one method in one process: repeats, median, peak memory;
 * :mod:`.runner` - every method side by side in one run, one JSON;
 * :mod:`.scaling` - time and memory against N, hidden size and rank, log-log slopes;
+* :mod:`.outofcore` - adapters read lazily from disk (8B scale), each method in a fresh process, lazy against eager;
 * :mod:`.report` - ratios, the issue's targets, tables, JSON I/O;
 * :mod:`.plots` - scaling curves on a matplotlib Axes;
 * :mod:`.cli` - ``hydralib bench``.

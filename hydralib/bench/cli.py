@@ -60,6 +60,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "process of `hydralib merge --heads 1` against peft's svd merge")
     p.add_argument("--adapters", nargs="+", default=None, metavar="DIR",
                    help="--threads-compare: real PEFT adapter directories or glob patterns instead of a preset")
+    p.add_argument("--out-of-core", action="store_true",
+                   help="merge from PEFT directories on disk (written once under $HYDRALIB_CACHE), each method in a "
+                        "fresh process, lazily: methods hydraopt-task hydraopt-1 ties int4 peft-svd")
+    p.add_argument("--ties-layers", type=int, nargs="+", default=None, metavar="L",
+                   help="--out-of-core: run TIES on these layers only and extrapolate (stated in the JSON)")
+    p.add_argument("--tasks-grid", type=int, nargs="+", default=None, metavar="N",
+                   help="--out-of-core: exact HydraOpt (K = N) lazy and eager at each of these N")
+    p.add_argument("--store-dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
+                   help="--out-of-core: dtype the generated adapters are stored in (default bfloat16)")
+    p.add_argument("--compare-eager", action="store_true",
+                   help="--out-of-core: run the HydraOpt methods on the eager set too")
     p.add_argument("--out", default=None, help="JSON file to write (refused if it exists, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-method lines")
@@ -84,7 +95,28 @@ def _run(args) -> int:
 
     command = "hydralib " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
     echo = (lambda text: None) if args.quiet else None
-    if args.threads_compare:
+    if args.out_of_core:
+        from .outofcore import OOC_METHODS, out_of_core_suite, text_table
+        from .presets import bench_preset
+
+        if args.out:
+            from ..atomic import check_writable
+
+            check_writable(args.out, args.overwrite)
+        methods = list(OOC_METHODS) if args.methods == ["all"] else args.methods
+        unknown = [m for m in methods if m not in OOC_METHODS]
+        if unknown:
+            raise HydraError(f"--out-of-core: unknown methods {unknown}; choose from {list(OOC_METHODS)}")
+        preset = bench_preset(args.preset, n_tasks=args.tasks, rank=args.rank, n_layers=args.layers)
+        result = out_of_core_suite(preset, methods, ties_layers=args.ties_layers, tasks_grid=args.tasks_grid,
+                                   compare_eager=args.compare_eager, seed=args.seed, dtype=args.store_dtype,
+                                   command=command, echo=echo or print)
+        if args.out:
+            from .report import write_json
+
+            write_json(result, args.out, overwrite=args.overwrite)
+        print(text_table(result))
+    elif args.threads_compare:
         from .threads import compare_threads, text_report
 
         methods = ["hydraopt-exact", "hydraopt-exact-k1"] if args.methods == ["all"] else check_methods(args.methods)

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from ..errors import HydraError
-from .common import EXIT_OK, read_json_object, read_metadata
+from .common import EXIT_OK, add_lazy_arguments, load_for_command, read_json_object, read_metadata
 
 # adapter_config.json keys that change the initial lora_A; all adapters must agree on them
 _INIT_KEYS = ("r", "rank_pattern", "init_lora_weights")
@@ -25,6 +25,7 @@ _INIT_KEYS = ("r", "rank_pattern", "init_lora_weights")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("adapters", nargs="+", help="PEFT LoRA adapter directories or glob patterns")
+    add_lazy_arguments(p)
     p.add_argument("--out", required=True, help="directory for summary.json and the figures (written atomically)")
     p.add_argument("--metadata", default=None,
                    help="JSON file {task: {application, language, seed}} for group and seed comparisons")
@@ -169,7 +170,6 @@ def run(args) -> int:
     import matplotlib.pyplot as plt
 
     from .. import plotting
-    from ..adapters import load_adapters
     from ..analysis import analyse_adapters, cluster_tasks, summarise_asymmetry, to_jsonable
     from ..analysis import figures
     from ..atomic import atomic_dir, check_writable
@@ -180,7 +180,7 @@ def run(args) -> int:
         usage_error(args, "--base-model is only used with --init-seed")
     check_writable(args.out, args.overwrite)
     metadata = read_metadata(args.metadata)
-    aset = load_adapters(args.adapters, metadata=metadata)
+    aset = load_for_command(args, metadata)
     if aset.kind != "lora":
         raise HydraError(f"{aset.sources.get(aset.tasks[0], '')}: analyze works on LoRA adapters")
     init_a = _initial_lora_a(args, aset) if init_seed is not None else None  # before the long part: fail fast

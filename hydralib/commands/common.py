@@ -82,3 +82,29 @@ def read_metadata(path: str | None) -> dict[str, dict] | None:
             raise HydraError(f"{path}: the entry of task {task!r} must be a JSON object like "
                              f'{{"application": ..., "language": ...}}, got {described(entry)}')
     return metadata
+
+
+def add_lazy_arguments(p) -> None:
+    """``--lazy`` / ``--no-lazy``: read the adapters out of core or into memory (default: by size on disk)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--lazy", dest="lazy", action="store_const", const=True, default=None,
+                       help="read each module's tensors from disk only when used (default when the adapters' files "
+                            "exceed 1 GiB, or $HYDRALIB_LAZY_THRESHOLD bytes)")
+    group.add_argument("--no-lazy", dest="lazy", action="store_const", const=False,
+                       help="read every adapter into memory first, whatever its size")
+
+
+def load_for_command(args, metadata=None):
+    """The adapter set of ``args.adapters``: lazy or eager as ``args.lazy`` says (``None``: by size on disk).
+
+    A lazy choice is said on stderr in one line (sizes in bytes)."""
+    import sys
+
+    from ..lazy import LazyAdapterSet, adapters_bytes, lazy_threshold, open_adapters
+
+    aset = open_adapters(args.adapters, metadata=metadata, lazy=getattr(args, "lazy", None))
+    if isinstance(aset, LazyAdapterSet):
+        why = "--lazy" if getattr(args, "lazy", None) else f"more than the threshold {lazy_threshold():,}"
+        print(f"reading {len(aset.tasks)} adapters lazily, module by module ({adapters_bytes(args.adapters):,} bytes "
+              f"on disk; {why})", file=sys.stderr)
+    return aset

@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import HydraError
-from .common import EXIT_OK
+from .common import EXIT_OK, add_lazy_arguments, load_for_command
 
 METHODS = ("truncate", "quantize", "compeft", "jd")
 
@@ -109,6 +109,7 @@ def export_tasks(cset, targets: dict[str, Path], overwrite: bool) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("adapters", nargs="+", help="PEFT LoRA adapter directories or glob patterns")
+    add_lazy_arguments(p)
     p.add_argument("--method", required=True, choices=METHODS,
                    help="truncate (SVD to --rank), quantize (--codec), compeft (signs at --density) or jd "
                         "(Compress then Serve: a shared basis of size --c)")
@@ -142,7 +143,6 @@ def knobs_of(args) -> dict:
 
 
 def run(args) -> int:
-    from ..adapters import load_adapters
     from ..atomic import check_writable
     from ..compress import compress_adapters, adapter_file_bytes, relative_loss, update_energy
 
@@ -150,7 +150,7 @@ def run(args) -> int:
     check_writable(args.out, args.overwrite)
     if args.export_peft:
         check_writable(args.export_peft, args.overwrite)
-    aset = load_adapters(args.adapters)
+    aset = load_for_command(args)
     targets = check_task_dirs(args.export_peft, aset.tasks, args.overwrite) if args.export_peft else {}
     sources = [aset.sources[t] for t in aset.tasks]
     if update_energy(aset) == 0:

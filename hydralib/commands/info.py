@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import EXIT_OK, text_table as _table
+from .common import EXIT_OK, add_lazy_arguments, load_for_command, text_table as _table
 
 
 def _fmt_set(values) -> str:
@@ -53,13 +53,12 @@ def info_summary(aset) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("adapters", nargs="+", help="PEFT adapter directories or glob patterns")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_lazy_arguments(p)
 
 
 def run(args) -> int:
     from .. import storage
-    from ..adapters import load_adapters
-
-    aset = load_adapters(args.adapters)
+    aset = load_for_command(args)
     summary = info_summary(aset)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

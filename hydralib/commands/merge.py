@@ -6,7 +6,7 @@ import argparse
 import re
 
 from ..errors import HydraError
-from .common import EXIT_OK, described, read_metadata
+from .common import EXIT_OK, add_lazy_arguments, load_for_command, described, read_metadata
 
 
 def heads_arg(value: str) -> str | int:
@@ -106,6 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--magnitude", default="lstsq", choices=["lstsq", "kept", "refit"],
                    help="hydraopt on DoRA adapters: each task's magnitude after the fit (default lstsq, the lowest loss)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_lazy_arguments(p)
     p.set_defaults(_parser=p)
 
 
@@ -134,7 +135,7 @@ def _save_quantized(args, aset, result, codec: str, total: int, targets: dict) -
 
 def run(args) -> int:
     from .. import storage
-    from ..adapters import AdapterSet, load_adapters
+    from ..adapters import AdapterSet
     from ..atomic import check_writable
     from .compress import check_task_dirs, usage_error
 
@@ -151,7 +152,7 @@ def run(args) -> int:
         raise HydraError(f"hydraopt: --heads {heads} is a metadata key, but no --metadata file was given "
                          f"(pass --metadata FILE, or use --heads task or an integer K)")
     device = resolve_device(getattr(args, "device", None))
-    aset = load_adapters(args.adapters, metadata=metadata)
+    aset = load_for_command(args, metadata)
     if aset.magnitudes:  # DoRA: hydralib.commands.merge_dora
         from .merge_dora import run_dora
 
@@ -170,19 +171,32 @@ def run(args) -> int:
             check_grouping_key(args.metadata, metadata, aset.tasks, heads)
         # --quantize exports from the compressed set: every target is checked before computing
         targets = check_task_dirs(args.export_peft, aset.tasks, args.overwrite) if quantize and args.export_peft else {}
+        options = dict(heads=heads, rank=args.rank, side=args.side, solver=args.solver, weighting=args.weighting,
+                       seed=args.seed, device=device)
+        streamed = getattr(aset, "lazy", False) and not quantize  # out of core: the bundle is written module by module
         try:
-            result = hydraopt(aset, heads=heads, rank=args.rank, side=args.side, solver=args.solver,
-                              weighting=args.weighting, seed=args.seed, device=device)
+            if streamed:
+                from ..merge.hydraopt.stream import hydraopt_to_bundle
+
+                result = hydraopt_to_bundle(aset, args.out, overwrite=args.overwrite, **options)
+            else:
+                result = hydraopt(aset, **options)
         except (KeyError, ValueError) as exc:
             raise HydraError(f"hydraopt: {exc}") from None
         if quantize:
             return _save_quantized(args, aset, result, quantize, total, targets)
-        result.save(args.out, overwrite=args.overwrite)
+        if not streamed:
+            result.save(args.out, overwrite=args.overwrite)
         print(f"hydraopt: {result.n_heads} heads, side {args.side}, loss {result.total_loss:.4g} "
               f"(floor {result.total_floor:.4g}, energy {result.total_energy:.4g}); storage {result.storage:,} "
               f"numbers = {result.storage / total:.3f} of keeping all {len(aset.tasks)} adapters")
         if args.export_peft:
-            export_peft(result, args.export_peft, overwrite=args.overwrite)
+            if streamed:
+                from ..merge.hydraopt.stream import export_peft_streamed
+
+                export_peft_streamed(args.out, args.export_peft, overwrite=args.overwrite)
+            else:
+                export_peft(result, args.export_peft, overwrite=args.overwrite)
             print(f"wrote {args.out} (bundle) and {len(aset.tasks)} PEFT directories under {args.export_peft}")
         else:
             print(f"wrote {args.out} (bundle)")

@@ -159,6 +159,7 @@ def hydraopt(
     cluster_method: str = "average",
     progress: bool = True,
     seed: int = 0,
+    on_module: Callable[[ModuleResult], ModuleResult] | None = None,
     **solver_options,
 ) -> HydraOptResult:
     """Fit HydraOpt to every module of an adapter set; works on the factors.
@@ -178,6 +179,8 @@ def hydraopt(
     device: where to compute (``None``: CUDA when available, else CPU); results are on the CPU.
     dtype: compute dtype of the factors (float32 by default).
     seed: seeds the Adam solver's extra initial rows (r' > r).
+    on_module: called with each module's result as it is ready (in module order, in this thread); what it
+        returns is kept instead (:func:`~.stream.hydraopt_to_bundle` writes the tensors to disk and keeps shapes).
     solver_options: passed to the solver (e.g. ``max_steps``, ``lr``, ``tol``,
         ``target_loss`` for Adam; ``target_ratio=0.01`` stops Adam within 1 %
         of each module's exact floor).
@@ -236,7 +239,8 @@ def hydraopt(
 
     bar = tqdm(total=len(modules), desc=f"hydraopt {solver} side {side}", disable=not progress, leave=False)
     with bar:  # modules side by side on the CPU's cores (hydralib.threads)
-        results = dict(map_modules(solve_module, modules, device=device, progress=bar.update))
+        results = {m: (on_module(r) if on_module else r)
+                   for m, r in map_modules(solve_module, modules, device=device, progress=bar.update)}
     ranks = {m.shared.shape[0] if side == "A" else m.shared.shape[1] for m in results.values()}
     return HydraOptResult(
         side=side,

@@ -62,6 +62,7 @@ __all__ = [
     "META_NAME",
     "BUNDLE_FORMAT",
     "bundle_tensors",
+    "bundle_meta",
     "save_bundle",
     "load_bundle",
     "bundle_storage",
@@ -270,6 +271,18 @@ def save_bundle(
     tensors = bundle_tensors(result, dtype)
     # one metadata key only: safetensors writes a multi-key header map in random order (bytes would differ)
     blob = save(tensors, metadata={"format": f"{BUNDLE_FORMAT}/{BUNDLE_VERSION}"})
+    dtype_name = str(next(iter(tensors.values())).dtype).replace("torch.", "") if tensors else None
+    meta = bundle_meta(result, dtype_name, hashlib.sha256(blob).hexdigest())
+    text = json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
+    with atomic_dir(path, overwrite=overwrite) as tmp:
+        (tmp / TENSORS_NAME).write_bytes(blob)
+        (tmp / META_NAME).write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def bundle_meta(result: HydraOptResult, dtype_name: str | None, sha256: str) -> dict:
+    """The JSON of a bundle of ``result`` whose tensors (in ``dtype_name``) hash to ``sha256``; reads only shapes
+    (the tensors may be on the ``meta`` device, as in a streamed bundle)."""
     modules = {}
     for module, m in result.modules.items():
         d_out, d_in = _module_shape(m, result.side)
@@ -297,17 +310,13 @@ def save_bundle(
         "spread": _finite(result.total_spread),
         "truncation": _finite(result.total_truncation),
         "energy": _finite(result.total_energy),
-        "storage": sum(t.numel() for t in tensors.values()),
-        "dtype": str(next(iter(tensors.values())).dtype).replace("torch.", "") if tensors else None,
+        "storage": result.storage,
+        "dtype": dtype_name,
         "metadata": result.metadata,
         "options": result.options,
-        "tensors_sha256": hashlib.sha256(blob).hexdigest(),
+        "tensors_sha256": sha256,
     }
-    text = json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
-    with atomic_dir(path, overwrite=overwrite) as tmp:
-        (tmp / TENSORS_NAME).write_bytes(blob)
-        (tmp / META_NAME).write_text(text, encoding="utf-8")
-    return Path(path)
+    return meta
 
 
 def _read_meta(path: Path) -> dict:
