@@ -439,17 +439,23 @@ def export_peft(
     if not isinstance(result, HydraOptResult):
         result = load_bundle(result)
     tasks = list(tasks) if tasks is not None else list(result.tasks)
-    unknown = [t for t in tasks if t not in result.task_to_head]
-    if unknown:
-        raise ValueError(f"export_peft: unknown tasks {unknown[:5]}")
     out_dir = Path(out_dir)
-    targets = {}
-    for task in tasks:
-        if not task or "/" in task or "\\" in task or task in (".", ".."):
-            raise ValueError(f"export_peft: task name {task!r} cannot be a directory name")
-        targets[task] = check_writable(out_dir / task, overwrite)
+    targets = export_targets(tasks, result.task_to_head, out_dir, overwrite)
     aset = result.to_adapter_set(tasks)
     with atomic_entries(out_dir, tasks, overwrite=overwrite) as tmp:
         for task in tasks:
             aset.save_peft(task, tmp / task, dtype=dtype)
+    return targets
+
+
+def export_targets(tasks, task_to_head, out_dir: Path, overwrite: bool) -> dict:
+    """``{task: checked directory out_dir/task}`` for an export; refuses unknown tasks and unusable names."""
+    unknown = [t for t in tasks if t not in task_to_head]
+    if unknown:
+        raise ValueError(f"export_peft: unknown tasks {unknown[:5]}")
+    targets = {}
+    for task in tasks:
+        if not task or "/" in task or "\\" in task or task in (".", ".."):
+            raise ValueError(f"export_peft: task name {task!r} cannot be a directory name")
+        targets[task] = check_writable(Path(out_dir) / task, overwrite)
     return targets

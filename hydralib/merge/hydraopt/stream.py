@@ -29,6 +29,7 @@ from ...errors import AdapterError
 from ...peft_io.stream import SafetensorsWriter
 from . import hydraopt
 from .result import (
+    export_targets,
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
     META_NAME,
@@ -112,15 +113,8 @@ def export_peft_streamed(bundle: str | Path, out_dir: str | Path, tasks: Sequenc
     bundle = Path(bundle)
     meta = _read_meta(bundle)
     tasks = list(tasks) if tasks is not None else list(meta["tasks"])
-    unknown = [t for t in tasks if t not in meta["task_to_head"]]
-    if unknown:
-        raise ValueError(f"export_peft: unknown tasks {unknown[:5]}")
     out_dir = Path(out_dir)
-    targets = {}
-    for task in tasks:
-        if not task or "/" in task or "\\" in task or task in (".", ".."):
-            raise ValueError(f"export_peft: task name {task!r} cannot be a directory name")
-        targets[task] = check_writable(out_dir / task, overwrite)
+    targets = export_targets(tasks, meta["task_to_head"], out_dir, overwrite)
     side, rank, heads = meta["side"], int(meta["rank"]), list(meta["heads"])
     modules = list(meta["target_modules"])
     tensor_path = bundle / TENSORS_NAME
