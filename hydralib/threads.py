@@ -22,6 +22,10 @@ core busy without oversubscribing:
   thread (``threadpoolctl``), so that no second pool spins on the cores;
 * on CUDA, or with one thread: the plain loop.
 
+At most ``WINDOW_PER_WORKER x workers`` modules are in flight (solving, or
+solved and waiting for the caller): a caller that writes each result out as it
+comes (a streamed bundle of an 8B model) holds a few modules' results, not all.
+
 Results come back in the modules' order. Side by side, each module is computed
 exactly as in a one-thread run (the same ops on one thread), so the output does
 not depend on the thread setting; one module at a time with several intra-op
@@ -39,13 +43,18 @@ Example
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 
-__all__ = ["map_modules", "single_blas_thread", "plan"]
+__all__ = ["map_modules", "single_blas_thread", "plan", "WINDOW_PER_WORKER"]
+
+#: modules in flight per worker (solving or solved, not yet yielded): bounds the memory of results ahead
+WINDOW_PER_WORKER = 2
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -98,14 +107,24 @@ def map_modules(fn: Callable[[T], R], modules: Sequence[T], *, device: torch.dev
             # parallel op, but a first op that goes straight to MKL (an SVD) would run with MKL's default
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hydralib-module",
                                     initializer=torch.set_num_threads, initargs=(intra,)) as pool:
-                futures = [pool.submit(fn, module) for module in modules]
+                # a bounded window: at most ``window`` modules solved or queued ahead of the one the caller
+                # consumes, so results that the caller writes out (a streamed bundle) never pile up in memory
+                window = WINDOW_PER_WORKER * workers
+                pending: collections.deque = collections.deque()
+                upcoming = iter(modules)
                 try:
-                    for module, future in zip(modules, futures):
+                    for module in itertools.islice(upcoming, window):
+                        pending.append((module, pool.submit(fn, module)))
+                    while pending:
+                        module, future = pending.popleft()
                         out = future.result()
+                        for nxt in itertools.islice(upcoming, 1):
+                            pending.append((nxt, pool.submit(fn, nxt)))
                         tick()
                         yield module, out
+                        del out
                 finally:  # an error or an abandoned generator: do not start the modules still queued
-                    for future in futures:
+                    for _, future in pending:
                         future.cancel()
         finally:
             torch.set_num_threads(before)

@@ -73,6 +73,29 @@ def test_map_modules_keeps_the_order_raises_errors_and_restores_the_settings():
         assert torch.get_num_threads() == 2
 
 
+def test_map_modules_keeps_a_bounded_window_of_modules_in_flight():
+    """A slow consumer (a streamed writer) never has more than WINDOW_PER_WORKER x workers modules started
+    ahead of it: results do not pile up in memory whatever the number of modules."""
+    from hydralib.threads import WINDOW_PER_WORKER
+
+    started, lock = [], threading.Lock()
+
+    def fn(m):
+        with lock:
+            started.append(m)
+        return m
+
+    ahead = []
+    with torch_threads(2):
+        for m, out in map_modules(fn, range(40), device="cpu"):
+            assert out == m
+            threading.Event().wait(0.002)  # the consumer is slower than the workers
+            with lock:
+                ahead.append(len(started) - (m + 1))
+    assert sorted(started) == list(range(40))
+    assert max(ahead) <= WINDOW_PER_WORKER * 2 and max(ahead) >= 1  # bounded, and the workers did run ahead
+
+
 @pytest.mark.parametrize("heads", ["task", 1, "group"])
 @pytest.mark.parametrize("solver", ["exact", "adam"])
 def test_hydraopt_gives_the_same_bits_with_any_thread_setting(aset, heads, solver):

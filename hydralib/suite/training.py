@@ -1,6 +1,6 @@
-"""Train LoRA and VeRA adapters on suite tasks with stock peft, resumably.
+"""Train LoRA, VeRA, DoRA and AdaLoRA adapters on suite tasks with stock peft, resumably.
 
-One adapter = one task x one kind (``lora``, ``vera``) x one seed. Each is
+One adapter = one task x one kind (``lora``, ``vera``, ``dora``, ``adalora``) x one seed. Each is
 written atomically as a PEFT directory (half precision on disk) with a
 ``training.json`` record (configuration, seed, loss curve, seconds), so an
 interrupted run keeps every finished adapter and :func:`train_zoo` picks up
@@ -105,18 +105,54 @@ class AdapterJob:
         return Path(root) / self.group / self.task
 
 
-def peft_config(preset, kind: str):
-    """The peft config of a preset's adapters (LoRA: r, alpha on q/k/v/o; VeRA: one shared PRNG key)."""
-    from peft import LoraConfig, VeraConfig
+#: the kinds of adapter the zoo trains (``dora`` / ``adalora``: the other-adapter-type groups)
+KINDS = ("lora", "vera", "dora", "adalora")
 
-    if kind == "lora":
+
+def adalora_schedule(preset, steps: int) -> dict:
+    """AdaLoRA's rank budget for ``steps`` training steps: start at ``init_r = 1.5 r`` per module, end at an average
+    of ``target_r = r`` (the LoRA zoo's rank, so the two store about the same numbers), with the peft phases at
+    10 % warm-up (``tinit``), 30 % final fine-tuning (``tfinal``) and a reallocation every 2 steps (``deltaT``)."""
+    r = preset.lora_rank
+    return {"init_r": max(r + 1, (3 * r + 1) // 2), "target_r": r, "tinit": max(1, steps // 10),
+            "tfinal": max(1, (3 * steps) // 10), "deltaT": 2, "total_step": steps, "orth_reg_weight": 0.5}
+
+
+def peft_config(preset, kind: str, steps: int | None = None):
+    """The peft config of a preset's adapters on ``preset.target_modules``.
+
+    ``lora``: r, alpha; ``dora``: the same with ``use_dora=True`` (peft's DoRA: a magnitude vector per
+    module next to the low-rank direction update); ``adalora``: :class:`peft.AdaLoraConfig` with
+    :func:`adalora_schedule` (``steps`` is its ``total_step``); ``vera``: one shared PRNG key.
+    """
+    from peft import AdaLoraConfig, LoraConfig, VeraConfig
+
+    if kind in ("lora", "dora"):
         return LoraConfig(r=preset.lora_rank, lora_alpha=preset.lora_alpha, target_modules=list(preset.target_modules),
-                          lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+                          lora_dropout=0.0, bias="none", task_type="CAUSAL_LM", use_dora=kind == "dora")
+    if kind == "adalora":
+        return AdaLoraConfig(lora_alpha=preset.lora_alpha, target_modules=list(preset.target_modules),
+                             lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+                             **adalora_schedule(preset, int(steps or preset.train_steps)))
     if kind == "vera":
         return VeraConfig(r=preset.vera_rank, target_modules=list(preset.target_modules),
                           projection_prng_key=preset.vera_prng_key, save_projection=False, vera_dropout=0.0,
                           task_type="CAUSAL_LM")
-    raise ValueError(f"hydralib.suite.training: unknown adapter kind {kind!r} (lora or vera)")
+    raise ValueError(f"hydralib.suite.training: unknown adapter kind {kind!r} (one of {', '.join(KINDS)})")
+
+
+def adalora_orthogonal_penalty(peft_model) -> torch.Tensor:
+    """AdaLoRA's orthogonality regulariser, as :meth:`peft.tuners.adalora.AdaLoraModel.forward` adds it to a
+    model-computed loss: the mean over the trainable ``lora_A (r, d_in)`` / ``lora_B (d_out, r)`` of
+    ``||A A^T - I||_F`` / ``||B^T B - I||_F``. The zoo computes its loss on the answer tokens itself, so
+    peft's forward never sees a loss to add it to; the training loop adds ``orth_reg_weight`` times this."""
+    name = peft_model.base_model.trainable_adapter_name
+    terms = []
+    for n, p in peft_model.base_model.model.named_parameters():
+        if ("lora_A" in n or "lora_B" in n) and name in n:
+            cov = p @ p.T if "lora_A" in n else p.T @ p
+            terms.append(torch.linalg.matrix_norm(cov - torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)))
+    return torch.stack(terms).mean() if terms else torch.zeros(())
 
 
 def recipe_jobs(preset, recipes: Sequence[str] = ("loraplus", "lorafa")) -> list[AdapterJob]:
@@ -129,6 +165,18 @@ def recipe_jobs(preset, recipes: Sequence[str] = ("loraplus", "lorafa")) -> list
         if recipe == "standard":
             continue
         jobs += [AdapterJob(t, "lora", preset.seed, recipe, recipe) for t in preset.tasks
+                 if t.rsplit("-", 1)[0] in preset.recipe_applications]
+    return jobs
+
+
+def type_jobs(preset, kinds: Sequence[str] = ("dora", "adalora")) -> list[AdapterJob]:
+    """The other-adapter-type groups: for each kind, an adapter (seed ``preset.seed``) for every task of
+    ``preset.recipe_applications`` (the recipe sub-zoos' tasks), in folder ``<kind>/``."""
+    jobs = []
+    for kind in kinds:
+        if kind not in ("dora", "adalora"):
+            raise ValueError(f"hydralib.suite.training: unknown adapter type {kind!r} (dora or adalora)")
+        jobs += [AdapterJob(t, kind, preset.seed, kind) for t in preset.tasks
                  if t.rsplit("-", 1)[0] in preset.recipe_applications]
     return jobs
 
@@ -164,7 +212,9 @@ def train_adapter(model, tokenizer, examples: Sequence[Example], config, *, step
     mean cross-entropy of the answer tokens (prompt tokens are not trained on).
     ``compute_dtype`` (e.g. ``"bfloat16"``) runs the forward pass under autocast;
     the adapter weights and the optimiser stay fp32.
-    ``recipe``: the optimiser (:func:`make_optimizer`; LoRA only).
+    ``recipe``: the optimiser (:func:`make_optimizer`; LoRA only). An AdaLoRA ``config`` adds
+    :func:`adalora_orthogonal_penalty` to the loss and calls peft's ``update_and_allocate(step)`` after
+    every optimiser step (the rank budget; pruned triplets are masked in the saved state).
     The caller saves the adapter and calls ``peft_model.unload()``.
     """
     from peft import get_peft_model
@@ -181,15 +231,19 @@ def train_adapter(model, tokenizer, examples: Sequence[Example], config, *, step
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     generator = torch.Generator().manual_seed(seed)
     losses = []
-    for _ in tqdm(range(steps), disable=not progress, desc=desc, leave=False):
+    adalora = str(getattr(config, "peft_type", "")).upper().endswith("ADALORA")
+    for step in tqdm(range(steps), disable=not progress, desc=desc, leave=False):
         idx = torch.randint(len(encoded), (batch_size,), generator=generator).tolist()
         input_ids, attention_mask, target_mask, targets = collate([encoded[i] for i in idx], pad_id, device)
         with compute_context(device, compute_dtype):
             logits = answer_logits(peft_model.base_model.model, input_ids, attention_mask, target_mask)
         loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+        objective = loss + config.orth_reg_weight * adalora_orthogonal_penalty(peft_model) if adalora else loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         optimizer.step()
+        if adalora:  # peft: after backward and the step, before the next zero_grad
+            peft_model.base_model.update_and_allocate(step)
         schedule.step()
         losses.append(float(loss.detach()))
     peft_model.eval()
@@ -239,7 +293,8 @@ def train_jobs(preset, root: str | Path, jobs: Sequence[AdapterJob], splits: Map
             if job.task not in splits:
                 splits[job.task] = preset_task(preset, job.task)
             start, cpu_start = time.perf_counter(), time.process_time()
-            config = peft_config(preset, job.kind)
+            steps = preset.steps_for(job.group, job.task)
+            config = peft_config(preset, job.kind, steps)
             lr = preset.vera_learning_rate if job.kind == "vera" else preset.learning_rate
             peft_model, losses = train_adapter(
                 model, tokenizer, splits[job.task].train, config, steps=preset.steps_for(job.group, job.task),
@@ -250,7 +305,9 @@ def train_jobs(preset, root: str | Path, jobs: Sequence[AdapterJob], splits: Map
                       "preset": preset.name, "base_model": preset.base_model, "steps": preset.steps_for(job.group, job.task),
                       "batch_size": preset.batch_size, "learning_rate": lr, "compute_dtype": preset.compute_dtype,
                       "n_train": preset.n_train, "losses": losses,
-                      **({"recipe": recipe_record(job.recipe, lr)} if job.kind == "lora" else {}), "seconds": time.perf_counter() - start,
+                      **({"recipe": recipe_record(job.recipe, lr)} if job.kind == "lora" else {}),
+                      **({"adalora": adalora_schedule(preset, steps)} if job.kind == "adalora" else {}),
+                      "seconds": time.perf_counter() - start,
                       "cpu_seconds": time.process_time() - cpu_start,
                       "device": str(device), "torch_threads": torch.get_num_threads(), "command": command}
             _save(peft_model, job.directory(root), record, overwrite=not resume)

@@ -1,0 +1,105 @@
+"""The zoo's DoRA and AdaLoRA groups: stock peft trains them, hydralib reads what peft saved.
+
+Trained on the tiny preset's model (seconds); the invariants are those of each
+adapter type: DoRA saves a magnitude vector per module next to its direction
+factors, AdaLoRA prunes to its rank budget (``target_r`` per module on average)
+and hydralib's factors of both give peft's own forward.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hydralib.presets import get_preset
+from hydralib.suite import training
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from hydralib.suite.models import build_tiny_model
+
+    preset = get_preset("tiny").with_overrides(train_steps=12)
+    model, tokenizer = build_tiny_model(seed=0)
+    model.name_or_path = "tiny"
+    root = tmp_path_factory.mktemp("types")
+    jobs = [j for j in training.type_jobs(preset) if j.task == preset.tasks[0]]
+    dirs = training.train_jobs(preset, root, jobs, progress=False, model_and_tokenizer=(model, tokenizer))
+    return preset, model, dict(zip([j.kind for j in jobs], dirs))
+
+
+def test_type_jobs_cover_the_recipe_applications_in_their_own_folders():
+    preset = get_preset("tiny")
+    jobs = training.type_jobs(preset)
+    tasks = [t for t in preset.tasks if t.rsplit("-", 1)[0] in preset.recipe_applications]
+    assert [(j.kind, j.task) for j in jobs] == [("dora", t) for t in tasks] + [("adalora", t) for t in tasks]
+    assert {j.group for j in jobs} == {"dora", "adalora"} and {j.seed for j in jobs} == {preset.seed}
+    with pytest.raises(ValueError, match="unknown adapter type 'ia3'"):
+        training.type_jobs(preset, ("ia3",))
+    with pytest.raises(ValueError, match="unknown adapter kind 'ia3'"):
+        training.peft_config(preset, "ia3")
+
+
+def test_adalora_schedule_has_a_budgeting_phase_and_ends_at_the_lora_rank():
+    for preset in (get_preset("tiny"), get_preset("default")):
+        s = training.adalora_schedule(preset, preset.train_steps)
+        assert s["target_r"] == preset.lora_rank < s["init_r"]
+        assert s["tinit"] < s["total_step"] - s["tfinal"]  # peft refuses a schedule without one
+        training.peft_config(preset, "adalora", preset.train_steps)  # peft's own checks pass
+
+
+def test_dora_directory_holds_peft_dora_weights_and_its_record(trained):
+    preset, _, dirs = trained
+    d = dirs["dora"]
+    config = json.loads((d / "adapter_config.json").read_text())
+    record = json.loads((d / training.RECORD_NAME).read_text())
+    assert config["peft_type"] == "LORA" and config["use_dora"] is True
+    assert record["kind"] == "dora" and record["steps"] == 12 and len(record["losses"]) == 12
+    from safetensors import safe_open
+
+    with safe_open(str(d / "adapter_model.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+    n_modules = sum(k.endswith("lora_A.weight") for k in keys)
+    assert n_modules > 0 and sum("lora_magnitude_vector" in k for k in keys) == n_modules
+
+
+def test_adalora_prunes_to_its_budget_and_records_its_schedule(trained):
+    preset, _, dirs = trained
+    d = dirs["adalora"]
+    config = json.loads((d / "adapter_config.json").read_text())
+    record = json.loads((d / training.RECORD_NAME).read_text())
+    schedule = training.adalora_schedule(preset, 12)
+    assert config["peft_type"] == "ADALORA" and record["adalora"] == schedule
+    masks = config["rank_pattern"]
+    assert masks and all(len(m) == schedule["init_r"] for m in masks.values())
+    # peft's rank allocator keeps target_r triplets per module on average (ties of importance aside)
+    kept = sum(sum(m) for m in masks.values())
+    assert kept == pytest.approx(schedule["target_r"] * len(masks), abs=len(masks) // 4 + 1)
+    assert kept < schedule["init_r"] * len(masks)
+
+
+def test_hydralib_reads_the_trained_adalora_as_peft_runs_it(trained):
+    """The factored LoRA of the kept rank gives peft's AdaLoRA forward (logits to 1e-5)."""
+    from peft import PeftModel
+
+    from hydralib import load_adapters
+    from hydralib.suite.models import build_tiny_model
+
+    preset, _, dirs = trained
+    aset = load_adapters([dirs["adalora"]])
+    task = aset.tasks[0]
+    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(0))
+    base, _ = build_tiny_model(seed=0)
+    peft_model = PeftModel.from_pretrained(base, str(dirs["adalora"])).eval()
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+    ours, _ = build_tiny_model(seed=0)
+    weights = dict(ours.named_modules())
+    with torch.no_grad():
+        for m in aset.modules:
+            A, B, s = aset.factors(task, m)
+            weights[m].weight += s * B @ A
+        got = ours(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
