@@ -3,7 +3,9 @@
 Evaluation of any adapter set (trained, merged, per-task heads) goes through
 one mechanism: add the dense update ``dW = s B A`` of the chosen task to each
 adapted module's weight, run the model, and restore the original weights
-exactly (they are copied, not subtracted, so nothing drifts).
+exactly (they are copied, not subtracted, so nothing drifts). A DoRA set (one
+with ``magnitudes``) replaces the weight by peft's DoRA weight
+``m[:, None] * (W0 + dW) / ||W0 + dW||_row`` instead.
 
 Example
 -------
@@ -42,7 +44,7 @@ def applied(model: torch.nn.Module, aset: "AdapterSet | None", task: str | None)
 
     ``aset=None`` or ``task=None`` leaves the model as it is (the base model).
     Works on the factors: each module's ``dW = s B A`` (d_out, d_in) is formed
-    once, added to the weight, and discarded.
+    once, added to the weight (DoRA: combined with the magnitude ``m (d_out,)``), and discarded.
     """
     if aset is None or task is None:
         yield model
@@ -64,7 +66,16 @@ def applied(model: torch.nn.Module, aset: "AdapterSet | None", task: str | None)
                         f"the model's weight {tuple(weight.shape)} (an adapter of another base model?)"
                     )
                 saved[module] = weight.detach().clone()
-                weight.add_(delta.to(weight.dtype))
+                magnitude = getattr(aset, "magnitudes", {}).get(task, {}).get(module)
+                if magnitude is None:
+                    weight.add_(delta.to(weight.dtype))
+                else:  # DoRA: the norm is per output row of the (d_out, d_in) weight
+                    from .peft_io.dora import dora_weight
+
+                    W0 = saved[module].to(torch.float32)
+                    W = dora_weight(W0.T if transposed else W0, delta.T if transposed else delta,
+                                    magnitude.to(weight.device, torch.float32))
+                    weight.copy_((W.T if transposed else W).to(weight.dtype))
         yield model
     finally:
         with torch.no_grad():

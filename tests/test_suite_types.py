@@ -103,3 +103,74 @@ def test_hydralib_reads_the_trained_adalora_as_peft_runs_it(trained):
             weights[m].weight += s * B @ A
         got = ours(input_ids=ids).logits
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_applied_runs_a_trained_dora_as_peft_does_and_restores_the_weights(trained):
+    """hydralib.runtime.applied with a DoRA set (magnitudes) gives peft's DoRA forward (logits to 1e-5)."""
+    from peft import PeftModel
+
+    from hydralib import load_adapters
+    from hydralib.runtime import applied
+    from hydralib.suite.models import build_tiny_model
+
+    _, _, dirs = trained
+    aset = load_adapters([dirs["dora"]])
+    assert aset.adapter_type == "dora" and aset.magnitudes
+    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(1))
+    base, _ = build_tiny_model(seed=0)
+    with torch.no_grad():
+        expected = PeftModel.from_pretrained(base, str(dirs["dora"])).eval()(input_ids=ids).logits
+    ours, _ = build_tiny_model(seed=0)
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    with torch.no_grad():
+        plain = ours(input_ids=ids).logits
+        with applied(ours, aset, aset.tasks[0]):
+            got = ours(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got, plain, atol=1e-4)
+    assert all(torch.equal(before[k], v) for k, v in ours.state_dict().items())
+
+
+@pytest.fixture(scope="module")
+def tiny_types(tmp_path_factory):
+    import os
+
+    os.environ["HYDRALIB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    from hydralib.suite import adapter_types_measure as atm
+
+    preset = get_preset("tiny")
+    yield preset, atm.type_results(preset, n_eval=4, progress=False)
+    os.environ.pop("HYDRALIB_CACHE")
+
+
+def test_type_results_measure_every_point_of_both_types(tiny_types):
+    from hydralib.suite.adapter_types_measure import type_points
+
+    preset, result = tiny_types
+    r = preset.lora_rank
+    for kind in ("dora", "adalora"):
+        t = result["types"][kind]
+        names = [p["name"] for p in t["points"]]
+        assert names == [n for n, _ in type_points(preset, kind)]
+        assert set(t["stats"]["methods"]) == set(names) and t["structure"]["file_bytes"] > 0
+        rows = {p["name"]: p for p in t["points"]}
+        assert rows["individual"]["relative_loss"] < 1e-6  # the stored fp16 factors, re-encoded in fp16
+        assert rows["int8"]["relative_loss"] < rows["int4"]["relative_loss"]
+        assert rows["int4"]["relative_bytes"] < rows["int8"]["relative_bytes"] < rows["individual"]["relative_bytes"]
+        half = rows.get(f"hydraopt-task-r{r // 2}", rows.get(f"hydraopt-task-r{r}+int4"))  # DoRA / AdaLoRA grids
+        assert rows[f"hydraopt-task-r{r}"]["relative_loss"] <= half["relative_loss"] + 1e-9
+        assert rows[f"hydraopt-task-r{r}-sideB"]["params"]["side"] == "B"
+        assert all(len(s["hits"]) == 4 for p in t["points"] for s in p["scores"].values())
+        assert {p["loss_space"] for p in t["points"]} == ({"W"} if kind == "dora" else {"dW"})
+    dora = {p["name"]: p for p in result["types"]["dora"]["points"]}
+    losses = dora[f"hydraopt-task-r{r}"]["magnitude_losses"]
+    assert losses["lstsq"] <= min(losses["kept"], losses["refit"]) + 1e-12  # the least-squares fit is never worse
+
+
+def test_type_results_are_read_back_by_hash_without_measuring(tiny_types, monkeypatch):
+    from hydralib.suite import adapter_types_measure as atm
+
+    preset, result = tiny_types
+    monkeypatch.setattr(atm, "measure_rows", lambda *a, **k: pytest.fail("measured again"))
+    assert atm.type_results(preset, n_eval=4, progress=False) == json.loads(json.dumps(result))
+    assert atm.type_results(preset, n_eval=3, stored_only=True) is None  # another n_eval: not stored
