@@ -360,6 +360,19 @@ def linear_shapes(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
     return shapes
 
 
+def task_names(paths: Sequence[Path], tasks: Sequence[str] | None = None) -> list[str]:
+    """The task name of each adapter directory (default: the directory's name); one per path, all distinct."""
+    tasks = list(tasks) if tasks is not None else [p.name for p in paths]
+    if len(tasks) != len(paths):
+        raise AdapterError(f"load_adapters: {len(tasks)} task names for {len(paths)} adapter directories")
+    seen: dict[str, Path] = {}
+    for task, path in zip(tasks, paths):
+        if task in seen:
+            raise AdapterError(f"{path}: duplicate task name {task!r} (also {seen[task]}); pass tasks=[...] to name them")
+        seen[task] = path
+    return tasks
+
+
 def load_adapters(
     sources: str | Path | Iterable[str | Path],
     tasks: Sequence[str] | None = None,
@@ -388,16 +401,7 @@ def load_adapters(
     file and the module.
     """
     paths = expand_sources(sources)
-    if tasks is None:
-        tasks = [p.name for p in paths]
-    tasks = list(tasks)
-    if len(tasks) != len(paths):
-        raise AdapterError(f"load_adapters: {len(tasks)} task names for {len(paths)} adapter directories")
-    seen: dict[str, Path] = {}
-    for task, path in zip(tasks, paths):
-        if task in seen:
-            raise AdapterError(f"{path}: duplicate task name {task!r} (also {seen[task]}); pass tasks=[...] to name them")
-        seen[task] = path
+    tasks = task_names(paths, tasks)
 
     raws = [peft_io.read_adapter(p) for p in paths]
     _check_compatible(raws)

@@ -46,7 +46,7 @@ from typing import Iterable, Mapping, Sequence
 import torch
 
 from . import peft_io
-from .adapters import AdapterSet, Factors, ModuleInfo, _describe_difference, expand_sources, load_adapters
+from .adapters import AdapterSet, Factors, ModuleInfo, _describe_difference, expand_sources, load_adapters, task_names
 from .atomic import atomic_dir
 from .errors import AdapterError
 from .peft_io.lazy import LazyAdapter, open_adapter
@@ -228,14 +228,7 @@ def load_adapters_lazy(
     Same arguments and checks as :func:`~hydralib.adapters.load_adapters` (LoRA only).
     """
     paths = expand_sources(sources)
-    tasks = list(tasks) if tasks is not None else [p.name for p in paths]
-    if len(tasks) != len(paths):
-        raise AdapterError(f"load_adapters: {len(tasks)} task names for {len(paths)} adapter directories")
-    seen: dict[str, Path] = {}
-    for task, path in zip(tasks, paths):
-        if task in seen:
-            raise AdapterError(f"{path}: duplicate task name {task!r} (also {seen[task]}); pass tasks=[...] to name them")
-        seen[task] = path
+    tasks = task_names(paths, tasks)
     files = [open_adapter(p) for p in paths]
     first = files[0]
     info: dict[str, ModuleInfo] = {}

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = ["OOC_METHODS", "cache_dir", "ensure_adapters", "llama_base_params", "run_method", "run_out_of_core",
-           "out_of_core_suite", "lazy_eager_ratios", "text_table"]
+           "out_of_core_suite", "lazy_eager_ratios", "text_table", "table_rows", "memory_series", "OOC_LABELS"]
 
 OOC_METHODS = ("hydraopt-task", "hydraopt-1", "ties", "int4", "peft-svd")
 LLAMA3_VOCAB = 128256
@@ -228,7 +228,9 @@ def out_of_core_suite(preset, methods: Sequence[str], *, ties_layers: Sequence[i
     import torch
 
     dirs = ensure_adapters(preset, seed, dtype)
-    out = {"kind": "out-of-core", "preset": preset.as_dict(), "command": command, "seed": seed,
+    from .report import SCHEMA
+
+    out = {"schema": SCHEMA, "kind": "out-of-core", "preset": preset.as_dict(), "command": command, "seed": seed,
            "adapters": {"dtype": dtype, "root": "$HYDRALIB_CACHE (or ~/.cache/hydralib/bench)",
                         "bytes": sum((Path(d) / "adapter_model.safetensors").stat().st_size for d in dirs)},
            "machine": machine_info("cpu", torch.get_num_threads()), "records": []}
@@ -288,6 +290,42 @@ def text_table(result: dict) -> str:
         rows.append([r["method"], "lazy" if r["lazy"] else "eager", str(r["n_tasks"]), f"{r['seconds']:.1f}",
                      f"{r['peak_rss_mib']:.0f}", note])
     return table(rows, ["method", "set", "N", "seconds", "peak RSS MiB", "note"])
+
+
+OOC_LABELS = {"hydraopt-task": "exact HydraOpt, K = N, r' = r", "hydraopt-1": "exact HydraOpt, K = 1, r' = r",
+              "ties": "TIES (dW space, density 0.5), rank r", "int4": "int4 per adapter", "peft-svd": "peft svd merge"}
+
+
+def table_rows(result: dict) -> tuple[list[list[str]], list[str]]:
+    """``(rows, header)`` of the records at the full N for a book table: seconds, peak RSS (GB) and output GB;
+    a method that was not run says why; a TIES run on some layers shows its measured time and the extrapolation."""
+    n_full = int(result["preset"]["n_tasks"])
+    rows = []
+    for r in result["records"]:
+        label = OOC_LABELS.get(r["method"], r["method"])
+        if r.get("status") != "ok":
+            rows.append([label, "", "", "", "", r.get("why", r.get("status", ""))])
+            continue
+        if r["n_tasks"] != n_full:
+            continue
+        out_bytes = r.get("bundle_bytes", r.get("file_bytes"))
+        seconds = f"{r['seconds']:,.1f}"
+        note = ""
+        if "extrapolated" in r:
+            seconds = f"{r['seconds_extrapolated_all_layers']:,.0f} (extrapolated)"
+            note = f"measured {r['seconds']:,.0f} s on {r['modules_run']} of {r['modules']} modules"
+        rows.append([label, "lazy" if r["lazy"] else "eager", seconds, f"{r['peak_rss_mib'] * (1 << 20) / 1e9:.2f}",
+                     "" if out_bytes is None else f"{out_bytes / 1e9:.2f}", note])
+    return rows, ["method", "adapters read", "seconds", "peak RSS GB", "output GB", "note"]
+
+
+def memory_series(result: dict, method: str = "hydraopt-task") -> dict[str, tuple[list[int], list[float]]]:
+    """``{"lazy"|"eager": ([N...], [peak RSS MiB...])}`` of ``method`` over the N a result measured."""
+    out: dict[str, dict[int, float]] = {}
+    for r in result["records"]:
+        if r.get("status") == "ok" and r["method"] == method:
+            out.setdefault("lazy" if r["lazy"] else "eager", {})[int(r["n_tasks"])] = float(r["peak_rss_mib"])
+    return {k: (sorted(v), [v[n] for n in sorted(v)]) for k, v in out.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

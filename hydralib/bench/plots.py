@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .scaling import axis_series, slope
 
-__all__ = ["AXIS_LABELS", "LABELS", "scaling_axes"]
+__all__ = ["AXIS_LABELS", "LABELS", "scaling_axes", "memory_axes"]
 
 AXIS_LABELS = {"n_tasks": "number of adapters N", "d_model": "hidden size d", "rank": "LoRA rank r"}
 LABELS = {"hydraopt-exact": "exact HydraOpt (factors)", "ta-dense": "dense baseline (dW + full SVD)"}
@@ -62,4 +62,34 @@ def scaling_axes(ax, result: dict, axis: str, metric: str = "median_s", *, ylabe
         ax.set_title(title)
     if legend:
         ax.legend(fontsize="small")
+    return ax
+
+
+def memory_axes(ax, result: dict, method: str = "hydraopt-task", *, title: str | None = None):
+    """Peak resident memory (MiB) of ``method`` against the number of adapters N, adapters read eagerly
+    (``load_adapters``) and lazily (``safe_open`` per module), from an out-of-core result; returns ``ax``.
+
+    The adapters' own bytes on disk (N times one adapter's file) are drawn as a dashed line for scale.
+    """
+    import seaborn as sns
+
+    from .outofcore import memory_series
+
+    colors = dict(zip(("eager", "lazy"), sns.color_palette("colorblind", 2)))
+    series = memory_series(result, method)
+    labels = {"eager": "eager (load_adapters)", "lazy": "lazy (safe_open per module)"}
+    for kind in ("eager", "lazy"):
+        if kind in series:
+            ax.plot(*series[kind], marker="o", color=colors[kind], label=labels[kind])
+    ns = sorted({n for x, _ in series.values() for n in x})
+    if ns:
+        per_adapter = result["adapters"]["bytes"] / int(result["preset"]["n_tasks"]) / (1 << 20)
+        ax.plot(ns, [n * per_adapter for n in ns], ls="--", color="0.5", label="the N adapters on disk")
+        ax.set_xticks(ns)
+    ax.set_xlabel("number of adapters N")
+    ax.set_ylabel("peak resident memory (MiB)")
+    ax.set_ylim(bottom=0)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
     return ax

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from ..errors import AdapterError
-from .config import CONFIG_NAME, _first_line, _refuse_unsupported_lora, lora_rank_alpha_scaling, read_config, validate_config
-from .read import _LORA_KEY, _check_finite, _check_update_size, _strip, _weights_path
+from .config import CONFIG_NAME, _first_line, _refuse_unsupported_lora, lora_rank_alpha_scaling
+from .read import LORA_KEY, check_finite, check_update_size, open_config, strip_prefix, weights_path
 
 __all__ = ["LazyAdapter", "open_adapter", "SAFETENSORS_DTYPES"]
 
@@ -69,9 +69,9 @@ class LazyAdapter:
         if tuple(A.shape) != (r, d_in) or tuple(B.shape) != (d_out, r):
             raise AdapterError(f"{self.weights}: module {module}: lora_A {tuple(A.shape)} / lora_B {tuple(B.shape)} "
                                f"differ from ({r}, {d_in}) / ({d_out}, {r}) when the file was opened")
-        _check_finite(self.weights, module, "lora_A", A)
-        _check_finite(self.weights, module, "lora_B", B)
-        _check_update_size(self.weights, module, abs(scaling) * float(A.double().norm()) * float(B.double().norm()))
+        check_finite(self.weights, module, "lora_A", A)
+        check_finite(self.weights, module, "lora_B", B)
+        check_update_size(self.weights, module, abs(scaling) * float(A.double().norm()) * float(B.double().norm()))
         return A, B, scaling
 
     def file_bytes(self) -> int:
@@ -99,17 +99,11 @@ def open_adapter(directory: str | Path) -> LazyAdapter:
     VeRA directories raise :class:`~hydralib.errors.AdapterError` (read them with
     :func:`~hydralib.peft_io.read_adapter`: their vectors are small).
     """
-    directory = Path(directory)
-    if not directory.exists():
-        raise AdapterError(f"{directory}: no such adapter directory")
-    if not directory.is_dir():
-        raise AdapterError(f"{directory}: is a file; expected a PEFT adapter directory")
-    config = read_config(directory)
-    validate_config(directory / CONFIG_NAME, config)
+    directory, config = open_config(directory)
     if str(config.get("peft_type", "")).upper() != "LORA":
         raise AdapterError(f"{directory / CONFIG_NAME}: peft_type {config.get('peft_type')!r}: lazy loading "
                            "reads LoRA adapters only")
-    weights = _weights_path(directory)
+    weights = weights_path(directory)
     _refuse_unsupported_lora(directory, config)
     header = _header(weights)
     if not header:
@@ -119,7 +113,7 @@ def open_adapter(directory: str | Path) -> LazyAdapter:
         if code not in SAFETENSORS_DTYPES:
             raise AdapterError(f"{weights}: tensor {key}: dtype {code} is not floating point "
                                "(PEFT adapters store real floating-point factors)")
-        match = _LORA_KEY.match(_strip(key))
+        match = LORA_KEY.match(strip_prefix(key))
         if match is None:
             if "lora_magnitude_vector" in key:
                 raise AdapterError(f"{weights}: tensor {key}: DoRA magnitude vectors are refused (the update is non-linear)")

@@ -26,7 +26,7 @@ from .config import (
     validate_config,
 )
 
-_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<side>[AB])\.weight$")
+LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<side>[AB])\.weight$")
 _VERA_KEY = re.compile(r"^(?P<module>.+)\.vera_lambda_(?P<side>[bd])$")
 
 
@@ -85,7 +85,7 @@ def check_floating(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
             )
 
 
-def _weights_path(directory: Path) -> Path:
+def weights_path(directory: Path) -> Path:
     path = directory / WEIGHTS_NAME
     if path.is_file():
         return path
@@ -99,7 +99,7 @@ def _weights_path(directory: Path) -> Path:
     raise AdapterError(f"{path}: missing adapter weights")
 
 
-def _check_finite(path: Path, module: str, name: str, tensor: torch.Tensor) -> None:
+def check_finite(path: Path, module: str, name: str, tensor: torch.Tensor) -> None:
     if tensor.dtype.itemsize < 2:  # float8: torch.isfinite is not implemented for it
         tensor = tensor.float()
     if not torch.isfinite(tensor).all():
@@ -112,7 +112,7 @@ def _check_finite(path: Path, module: str, name: str, tensor: torch.Tensor) -> N
 MAX_UPDATE_NORM = 1e15
 
 
-def _check_update_size(path: Path, module: str, bound: float) -> None:
+def check_update_size(path: Path, module: str, bound: float) -> None:
     """Refuse an update whose norm bound ``bound`` (computed in float64) exceeds :data:`MAX_UPDATE_NORM`."""
     if not bound <= MAX_UPDATE_NORM:
         raise AdapterError(f"{path}: module {module}: the update is too large for float32 arithmetic "
@@ -120,7 +120,7 @@ def _check_update_size(path: Path, module: str, bound: float) -> None:
 
 
 
-def _strip(key: str) -> str:
+def strip_prefix(key: str) -> str:
     return key[len(PREFIX):] if key.startswith(PREFIX) else key
 
 
@@ -128,8 +128,8 @@ def _parse_lora(path: Path, config: dict, tensors: dict[str, torch.Tensor]) -> d
     _refuse_unsupported_lora(path.parent, config)
     halves: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
-        stripped = _strip(key)
-        match = _LORA_KEY.match(stripped)
+        stripped = strip_prefix(key)
+        match = LORA_KEY.match(stripped)
         if match is None:
             if "lora_magnitude_vector" in key:
                 raise AdapterError(f"{path}: tensor {key}: a DoRA magnitude vector, but {CONFIG_NAME} does not set use_dora=true")
@@ -161,9 +161,9 @@ def _parse_lora(path: Path, config: dict, tensors: dict[str, torch.Tensor]) -> d
                 f"{path}: module {module}: lora_A {tuple(A.shape)} and lora_B {tuple(B.shape)} "
                 f"disagree with rank {r} from {CONFIG_NAME}"
             )
-        _check_finite(path, module, "lora_A", A)
-        _check_finite(path, module, "lora_B", B)
-        _check_update_size(path, module, abs(scaling) * float(A.double().norm()) * float(B.double().norm()))
+        check_finite(path, module, "lora_A", A)
+        check_finite(path, module, "lora_B", B)
+        check_update_size(path, module, abs(scaling) * float(A.double().norm()) * float(B.double().norm()))
         modules[module] = (A, B, scaling)
     return modules
 
@@ -180,7 +180,7 @@ def _parse_vera(path: Path, config: dict, tensors: dict[str, torch.Tensor]):
         projections = tuple(tensors.pop(k) for k in VERA_PROJECTIONS)
     halves: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
-        match = _VERA_KEY.match(_strip(key))
+        match = _VERA_KEY.match(strip_prefix(key))
         if match is None:
             raise AdapterError(f"{path}: tensor {key}: not a VeRA weight (expected '<module>.vera_lambda_b' / '_d')")
         halves.setdefault(match["module"], {})[match["side"]] = tensor
@@ -196,8 +196,8 @@ def _parse_vera(path: Path, config: dict, tensors: dict[str, torch.Tensor]):
                 f"{path}: module {module}: vera_lambda_b {tuple(lb.shape)} / vera_lambda_d {tuple(ld.shape)} "
                 f"disagree with r={r} from {CONFIG_NAME}"
             )
-        _check_finite(path, module, "vera_lambda_b", lb)
-        _check_finite(path, module, "vera_lambda_d", ld)
+        check_finite(path, module, "vera_lambda_b", lb)
+        check_finite(path, module, "vera_lambda_d", ld)
         modules[module] = (lb, ld)
     if projections is not None:
         vA, vB = projections
@@ -208,16 +208,17 @@ def _parse_vera(path: Path, config: dict, tensors: dict[str, torch.Tensor]):
                 f"{path}: VeRA projections vera_A {tuple(vA.shape)} / vera_B {tuple(vB.shape)} disagree with "
                 f"r={r} and the largest lambda_b ({max_out})"
             )
-        _check_finite(path, "(shared)", "vera_A", vA)
-        _check_finite(path, "(shared)", "vera_B", vB)
+        check_finite(path, "(shared)", "vera_A", vA)
+        check_finite(path, "(shared)", "vera_B", vB)
     size = 1.0 if projections is None else float(projections[0].double().norm() * projections[1].double().norm())
     for module, (lb, ld) in modules.items():  # ||dW|| <= max|lambda_b| max|lambda_d| ||vera_B|| ||vera_A||
-        _check_update_size(path, module, float(lb.double().abs().max()) * float(ld.double().abs().max()) * size)
+        check_update_size(path, module, float(lb.double().abs().max()) * float(ld.double().abs().max()) * size)
     return modules, projections
 
 
-def read_adapter(directory: str | Path) -> RawAdapter:
-    """Read and validate one PEFT LoRA (also DoRA), AdaLoRA or VeRA adapter directory."""
+def open_config(directory: str | Path) -> tuple[Path, dict]:
+    """``(directory, config)`` of a PEFT adapter directory: it exists, is a directory, and its
+    ``adapter_config.json`` parses and validates (one-line errors naming the path)."""
     directory = Path(directory)
     if not directory.exists():
         raise AdapterError(f"{directory}: no such adapter directory")
@@ -225,7 +226,13 @@ def read_adapter(directory: str | Path) -> RawAdapter:
         raise AdapterError(f"{directory}: is a file; expected a PEFT adapter directory")
     config = read_config(directory)
     validate_config(directory / CONFIG_NAME, config)
-    weights = _weights_path(directory)
+    return directory, config
+
+
+def read_adapter(directory: str | Path) -> RawAdapter:
+    """Read and validate one PEFT LoRA (also DoRA), AdaLoRA or VeRA adapter directory."""
+    directory, config = open_config(directory)
+    weights = weights_path(directory)
     tensors = read_tensors(weights)
     if not tensors:
         raise AdapterError(f"{weights}: holds no tensors")
@@ -249,7 +256,7 @@ def read_adapter(directory: str | Path) -> RawAdapter:
 
         lora, lora_config = adalora_as_lora(weights, config, tensors)
         for module, (A, B, s) in lora.items():
-            _check_update_size(weights, module, abs(s) * float(A.double().norm()) * float(B.double().norm()))
+            check_update_size(weights, module, abs(s) * float(A.double().norm()) * float(B.double().norm()))
         return RawAdapter(directory, "lora", lora_config, lora=lora, stored_dtype=stored, adapter_type="adalora")
     if peft_type == "VERA":
         vera, projections = _parse_vera(weights, config, tensors)

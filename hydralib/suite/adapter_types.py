@@ -27,15 +27,10 @@ def train_types(preset=None, kinds=TYPES, root: str | Path | None = None, worker
                 progress: bool = True) -> list[Path]:
     """Train the missing adapters of the adapter-type groups (``worker=(i, n)``: every n-th job from i)."""
     from ..presets import get_preset
-    from .artifacts import zoo_dir
-    from .training import train_jobs, type_jobs
+    from .training import train_sub_zoo, type_jobs
 
     preset = preset if hasattr(preset, "tasks") else get_preset(preset)
-    root = Path(root) if root is not None else zoo_dir(preset) / "adapters"
-    jobs = type_jobs(preset, kinds)
-    if worker is not None:
-        jobs = jobs[worker[0]::worker[1]]
-    return train_jobs(preset, root, jobs, progress=progress, command=TRAIN_COMMAND)
+    return train_sub_zoo(preset, type_jobs(preset, kinds), root, worker, progress, TRAIN_COMMAND)
 
 
 def main(argv=None) -> int:

@@ -184,10 +184,9 @@ def _structure(preset, kind, aset) -> dict:
 def measure_rows(preset=None, kinds=("dora", "adalora"), n_eval: int = 50, claims: Path | None = None,
                  progress: bool = True) -> list[dict]:
     """Every (type, point) row, cached one file each (resumable; with ``claims`` shared by worker processes)."""
-    from ..atomic import atomic_file
     from ..presets import get_preset
     from .artifacts import results_path
-    from .frontier import claim
+    from .frontier import claim, save_row
     from .models import load_base_model
     from .tasks import encode_example, preset_task
 
@@ -219,10 +218,7 @@ def measure_rows(preset=None, kinds=("dora", "adalora"), n_eval: int = 50, claim
                          for t in aset.tasks}
             row = _point_row(preset, kind, name, params, aset, model, tokenizer, pairs)
         row["key"] = key
-        rows.append(row)
-        cache.mkdir(parents=True, exist_ok=True)
-        with atomic_file(row_file, overwrite=True) as tmp:
-            tmp.write_text(json.dumps(row), encoding="utf-8")
+        rows.append(save_row(row_file, row))
     return rows
 
 

@@ -239,6 +239,16 @@ def claim(claims: Path | None, name: str) -> bool:
     return True
 
 
+def save_row(path: Path, row: dict) -> dict:
+    """Cache one measured row as JSON at ``path`` (atomically, creating its folder); returns ``row``."""
+    from ..atomic import atomic_file
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(row), encoding="utf-8")
+    return row
+
+
 def stored_result(path: Path, expected_hash: str) -> dict | None:
     """The JSON result at ``path`` when its ``"hash"`` is ``expected_hash``, else None."""
     if not Path(path).is_file():

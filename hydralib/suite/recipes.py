@@ -45,15 +45,10 @@ def train_recipes(preset=None, recipes=DEFAULT_RECIPES, root: str | Path | None 
                   progress: bool = True) -> list[Path]:
     """Train the missing adapters of the recipe sub-zoos (``worker=(i, n)``: every n-th job from i)."""
     from ..presets import get_preset
-    from .artifacts import zoo_dir
-    from .training import recipe_jobs, train_jobs
+    from .training import recipe_jobs, train_sub_zoo
 
     preset = preset if hasattr(preset, "tasks") else get_preset(preset)
-    root = Path(root) if root is not None else zoo_dir(preset) / "adapters"
-    jobs = recipe_jobs(preset, recipes)
-    if worker is not None:
-        jobs = jobs[worker[0]::worker[1]]
-    return train_jobs(preset, root, jobs, progress=progress, command=TRAIN_COMMAND)
+    return train_sub_zoo(preset, recipe_jobs(preset, recipes), root, worker, progress, TRAIN_COMMAND)
 
 
 VERSION = 1
@@ -187,10 +182,9 @@ def measure_rows(preset=None, recipes=("standard",) + DEFAULT_RECIPES, n_eval: i
                  claims: Path | None = None, progress: bool = True) -> list[dict]:
     """Every (recipe, point) row, cached one file each under ``results/recipes-rows/`` (resumable; with
     ``claims`` shared by worker processes, each computes the rows it claims first)."""
-    from ..atomic import atomic_file
     from ..presets import get_preset
     from .artifacts import results_path
-    from .frontier import claim
+    from .frontier import claim, save_row
     from .models import load_base_model
     from .tasks import encode_example, preset_task
 
@@ -222,10 +216,7 @@ def measure_rows(preset=None, recipes=("standard",) + DEFAULT_RECIPES, n_eval: i
                          for t in aset.tasks}
             row = _point_row(preset, recipe, name, params, aset, model, tokenizer, pairs)
         row["key"] = key
-        rows.append(row)
-        cache.mkdir(parents=True, exist_ok=True)
-        with atomic_file(row_file, overwrite=True) as tmp:
-            tmp.write_text(json.dumps(row), encoding="utf-8")
+        rows.append(save_row(row_file, row))
     return rows
 
 
