@@ -274,11 +274,52 @@ def test_dora_bad_magnitudes_are_refused(dora_dirs, tmp_path):
         lambda t, k: [t.pop(x) for x in [x for x in t if x.endswith("lora_magnitude_vector")]])
 
 
-def test_dora_compress_is_refused(dora_dirs):
-    from hydralib.compress import compress_adapters
+@pytest.mark.parametrize("method,knobs", [("quantize", {"codec": "int8"}), ("truncate", {"rank": 1}),
+                                          ("compeft", {"density": 0.5}), ("jd", {"c": 4})])
+def test_dora_compresses_its_directions_and_keeps_its_magnitudes(dora_dirs, base, tmp_path, method, knobs):
+    """Every per-adapter family compresses the direction updates; the magnitudes ride along in fp16, survive the
+    file, and the decoded set runs as DoRA (peft's forward of its export is the oracle)."""
+    from hydralib.compress import compress_adapters, load_compressed, relative_loss
 
-    with pytest.raises(AdapterError, match="DoRA"):
-        compress_adapters(load_adapters(dora_dirs), "quantize", codec="int8")
+    aset = load_adapters(dora_dirs)
+    cset = compress_adapters(aset, method, **knobs)
+    assert cset.is_dora and cset.codecs["magnitude"] == "fp16"
+    back = load_compressed(cset.save(tmp_path / "c"))
+    assert back.is_dora
+    for t in aset.tasks:
+        for m in aset.modules:
+            kept = aset.magnitudes[t][m]
+            assert torch.equal(back.task_magnitude(t, m), kept.half().float())  # fp16, as the adapter files hold it
+    plain = compress_adapters(hydralib_directions(aset), method, **knobs)
+    assert relative_loss(cset, aset) == pytest.approx(relative_loss(plain, hydralib_directions(aset)))
+    magnitude_bytes = 2 * len(aset.tasks) * sum(aset.shape(m)[0] for m in aset.modules)  # N x d_out fp16 per module
+    assert back.payload_bytes() == plain.payload_bytes() + magnitude_bytes
+    assert back.nbytes() >= plain.nbytes() + magnitude_bytes  # the file: payload plus a header that names them
+    decoded = back.to_adapter_set()
+    assert decoded.adapter_type == "dora"
+    task = aset.tasks[1]
+    out = decoded.save_peft(task, tmp_path / "export")
+    assert json.loads((out / "adapter_config.json").read_text())["use_dora"] is True
+    assert torch.allclose(_with_weights(_dora_weights(decoded, task, base)), _peft_logits(out), atol=1e-5, rtol=0)
+
+
+def hydralib_directions(aset):
+    from hydralib.merge.dora import directions
+
+    return directions(aset)
+
+
+def test_dora_merged_magnitude_is_stored_once(dora_dirs, base):
+    """A merge served to every task stores one magnitude row per module, read by every task."""
+    from hydralib.compress import from_merged, with_magnitudes
+
+    aset = load_adapters(dora_dirs)
+    merged = merge_dora(aset, "task_arithmetic", base_model=base, progress=False)
+    cset = with_magnitudes(from_merged(merged.merged.to_adapter_set("merged"), aset.tasks, "ta"),
+                           {t: merged.magnitudes for t in aset.tasks})
+    m = aset.modules[0]
+    assert cset.factors[m]["magnitude"].shape == (1, aset.shape(m)[0])
+    assert all(torch.equal(cset.task_magnitude(t, m), merged.magnitudes[m].half().float()) for t in aset.tasks)
 
 
 # --------------------------------------------------------------------------- command line
@@ -327,6 +368,27 @@ def test_cli_merge_dora_hydraopt_and_ties(dora_dirs, base, tmp_path, capsys):
     assert json.loads((ties / "adapter_config.json").read_text())["use_dora"] is True
 
 
+def test_cli_merge_dora_quantize_writes_one_file_and_dora_exports(dora_dirs, base, tmp_path, capsys):
+    from hydralib.cli import main
+    from hydralib.compress import load_compressed
+
+    base.save_pretrained(tmp_path / "base")
+    common = ["merge", *map(str, dora_dirs), "--rank", "2", "--base-model", str(tmp_path / "base")]
+    assert main([*common, "--quantize", "int8", "--out", str(tmp_path / "q"), "--export-peft", str(tmp_path / "e")]) == 0
+    assert "magnitudes fp16" in capsys.readouterr().out
+    cset = load_compressed(tmp_path / "q")
+    assert cset.is_dora and cset.codecs["shared"] == "int8"
+    decoded = cset.to_adapter_set()
+    for task in decoded.tasks:
+        assert json.loads((tmp_path / "e" / task / "adapter_config.json").read_text())["use_dora"] is True
+        ours = _with_weights(_dora_weights(decoded, task, base))
+        assert torch.allclose(ours, _peft_logits(tmp_path / "e" / task), atol=1e-5, rtol=0)
+    with pytest.raises(SystemExit) as exc:
+        main([*common, "--out", str(tmp_path / "x"), "--export-peft", str(tmp_path / "y")])
+    assert exc.value.code == 2 and "it goes with --quantize" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 def test_cli_adalora_merges_and_compresses_like_lora(adalora_dirs, dora_dirs, base, tmp_path, capsys):
     from hydralib.cli import EXIT_BAD_INPUT, main
 
@@ -336,7 +398,11 @@ def test_cli_adalora_merges_and_compresses_like_lora(adalora_dirs, dora_dirs, ba
     assert main(["compress", *map(str, adalora_dirs), "--method", "truncate", "--rank", "2",
                  "--out", str(tmp_path / "c")]) == 0
     capsys.readouterr()
-    assert main(["compress", *map(str, dora_dirs), "--method", "truncate", "--rank", "2",
-                 "--out", str(tmp_path / "d")]) == EXIT_BAD_INPUT
-    err = capsys.readouterr().err.strip()
-    assert "DoRA adapters are not supported" in err and len(err.splitlines()) == 1
+    assert main(["compress", *map(str, dora_dirs), "--method", "quantize", "--codec", "int4",
+                 "--out", str(tmp_path / "d"), "--export-peft", str(tmp_path / "d-peft")]) == 0
+    assert "of the DoRA direction updates (magnitudes kept in fp16)" in capsys.readouterr().out
+    for d in dora_dirs:
+        exported = tmp_path / "d-peft" / d.name
+        assert json.loads((exported / "adapter_config.json").read_text())["use_dora"] is True
+        assert torch.allclose(_peft_logits(exported), _peft_logits(d), atol=0.05)  # int4 directions: close
+        assert not torch.equal(_peft_logits(exported), _peft_logits(d))

@@ -171,5 +171,6 @@ def run(args) -> int:
     size, reference = file.stat().st_size, adapter_file_bytes(sources)
     n = len(aset.tasks)
     print(f"{args.method} ({cset.method}): {n} task{'s' * (n != 1)}, {size:,} bytes = {size / reference:.3f} of "
-          f"the adapters' {reference:,} bytes, relative loss {relative_loss(cset, aset):.4g}; {written}")
+          f"the adapters' {reference:,} bytes, relative loss {relative_loss(cset, aset):.4g}"
+          f"{' of the DoRA direction updates (magnitudes kept in fp16)' if cset.is_dora else ''}; {written}")
     return EXIT_OK

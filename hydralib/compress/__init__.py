@@ -26,11 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import AdapterError
 from .codecs import decode, encode, encoded_bytes, pack_bits, parse_codec, quantize_codes, unpack_bits
 from .signs import compeft
 from .compose import from_hydraopt, from_merged
-from .container import TENSORS_NAME, CompressedAdapters, adapter_file_bytes, load_compressed
+from .container import TENSORS_NAME, CompressedAdapters, adapter_file_bytes, load_compressed, with_magnitudes
 from .jd import compress_then_serve, fit_module
 from .quantization import quantize, relative_loss, update_energy
 from .truncation import truncate, truncate_factors
@@ -56,16 +55,20 @@ COMPRESSORS = {
 
 
 def compress_adapters(aset, method: str, **knobs) -> CompressedAdapters:
-    """Compress every adapter of ``aset`` with the family ``method`` of :data:`COMPRESSORS`."""
+    """Compress every adapter of ``aset`` with the family ``method`` of :data:`COMPRESSORS`.
+
+    DoRA adapters: the family compresses the direction updates ``s B A``; each task's magnitude vector
+    ``(d_out,)`` is stored beside them in fp16 (:func:`~.container.with_magnitudes`)."""
     if method not in COMPRESSORS:
         raise ValueError(f"unknown compression method {method!r}; choose from {sorted(COMPRESSORS)}")
-    if getattr(aset, "magnitudes", None):
-        raise AdapterError("compress_adapters: DoRA adapters are not supported (the containers hold no magnitude "
-                           "vectors); merge them with hydralib.merge.hydraopt_dora instead")
+    if getattr(aset, "magnitudes", None):  # DoRA: compress the direction updates, keep each magnitude in fp16
+        from ..merge.dora import directions
+
+        return with_magnitudes(COMPRESSORS[method].fn(directions(aset), **knobs), aset.magnitudes)
     return COMPRESSORS[method].fn(aset, **knobs)
 
 
 __all__ = ["COMPRESSORS", "TENSORS_NAME", "Compressor", "CompressedAdapters", "compress_adapters", "compeft", "compress_then_serve",
            "decode", "encode", "encoded_bytes", "fit_module", "adapter_file_bytes", "from_hydraopt", "from_merged",
            "load_compressed", "pack_bits", "parse_codec", "quantize", "quantize_codes", "relative_loss", "truncate",
-           "truncate_factors", "unpack_bits", "update_energy"]
+           "truncate_factors", "unpack_bits", "update_energy", "with_magnitudes"]

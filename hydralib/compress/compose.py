@@ -11,8 +11,14 @@ from __future__ import annotations
 
 
 def from_hydraopt(result, codec: str = "fp16"):
-    """A :class:`~hydralib.merge.HydraOptResult` as a shared-layout set, its shared factor and heads under ``codec``."""
-    from .container import CompressedAdapters
+    """A :class:`~hydralib.merge.HydraOptResult` as a shared-layout set, its shared factor and heads under ``codec``.
+
+    A :class:`~hydralib.merge.dora.DoraHydraResult` (HydraOpt on DoRA directions) also stores each task's
+    magnitude of the fit in use, in fp16 (:func:`~.container.with_magnitudes`)."""
+    from .container import CompressedAdapters, with_magnitudes
+
+    if hasattr(result, "hydra"):
+        return with_magnitudes(from_hydraopt(result.hydra, codec), result.magnitudes[result.magnitude])
 
     factors = {m: {"shared": r.shared.float(), "heads": r.heads.float()} for m, r in result.modules.items()}
     shapes = {}

@@ -13,7 +13,12 @@ three layouts, each factor stored with a codec (:mod:`.codecs`):
   ``sigma`` ``(N, c, c)`` (or ``(N, c)``, diagonal); task t's update is
   ``U sigma_t V^T``.
 
-Every task's update is then ``lora_b @ lora_a`` (scaling 1). :meth:`save` writes
+Every task's update is then ``lora_b @ lora_a`` (scaling 1). A set of DoRA
+adapters also holds, per module, a factor ``magnitude`` ``(M, d_out)`` in fp16
+(:func:`with_magnitudes`): one row per task (``M = N``, row ``tasks.index(t)``),
+or one row that every task reads (``M = 1``, a merge); its tasks then run peft's
+DoRA weight ``m * (W0 + B A) / ||W0 + B A||_row`` with the stored factors as the
+direction update (:meth:`CompressedAdapters.to_adapter_set` gives a DoRA set). :meth:`save` writes
 one safetensors file (tensors + one JSON metadata string); :meth:`nbytes` is that
 file's size. :func:`load_compressed` reads it back (safetensors only, never a pickle).
 """
@@ -37,7 +42,8 @@ TENSORS_NAME = "compressed.safetensors"
 
 # the axis each factor is quantized along (the long one: a row of lora_a, a column of lora_b, a column of U, V)
 AXES = {"lora_A": -1, "lora_B": -2, "shared_A": -1, "heads_A": -2, "shared_B": -2, "heads_B": -1,
-        "U": 0, "V": 0, "sigma": -1}
+        "U": 0, "V": 0, "sigma": -1, "magnitude": -1, "magnitude_A": -1, "magnitude_B": -1}
+MAGNITUDE = "magnitude"
 
 
 def _axis_key(layout: str, name: str, side: str) -> str:
@@ -105,13 +111,32 @@ class CompressedAdapters:
             return sigma @ f["V"].T, f["U"], 1.0
         raise ValueError(f"unknown layout {self.layout!r}")
 
+    @property
+    def is_dora(self) -> bool:
+        """Whether the set holds DoRA magnitude vectors (:func:`with_magnitudes`)."""
+        return any(MAGNITUDE in named for named in self.factors.values())
+
+    def task_magnitude(self, task: str, module: str) -> torch.Tensor | None:
+        """The DoRA magnitude ``m (d_out,)`` of ``task`` at ``module``; None for a plain LoRA set."""
+        m = self.factors[module].get(MAGNITUDE)
+        if m is None:
+            return None
+        return m[0] if m.shape[0] == 1 else m[self.tasks.index(task)]
+
     def to_adapter_set(self):
-        """An :class:`~hydralib.adapters.AdapterSet` with one LoRA per task (the decoded factors, scaling 1)."""
+        """An :class:`~hydralib.adapters.AdapterSet` with one adapter per task (the decoded factors, scaling 1):
+        LoRA, or DoRA (the factors as the direction update, with the magnitudes) when the set holds magnitudes."""
         from ..adapters import AdapterSet
 
         factors = {t: {m: tuple(x.contiguous() if torch.is_tensor(x) else x for x in self.task_factors(t, m))
                        for m in self.factors} for t in self.tasks}
-        return AdapterSet.from_factors(factors, base_model=self.base_model)
+        plain = AdapterSet.from_factors(factors, base_model=self.base_model)
+        if not self.is_dora:
+            return plain
+        magnitudes = {t: {m: self.task_magnitude(t, m).contiguous() for m in self.factors} for t in self.tasks}
+        return AdapterSet("lora", plain.tasks, {m: plain.module_info(m) for m in plain.modules}, lora=factors,
+                          base_model=self.base_model, metadata=plain.metadata, magnitudes=magnitudes,
+                          adapter_type="dora")
 
     # ------------------------------------------------------------------ files
 
@@ -196,6 +221,25 @@ def load_compressed(path: str | Path) -> CompressedAdapters:
     shapes = {m: (v["d_out"], v["d_in"]) for m, v in meta["modules"].items()}
     return CompressedAdapters(meta["method"], meta["layout"], meta["tasks"], meta["entries"], meta["mapping"],
                               factors, meta["codecs"], shapes, meta["side"], meta.get("base_model"), meta.get("info", {}))
+
+
+def with_magnitudes(cset: CompressedAdapters, magnitudes: Mapping[str, Mapping[str, torch.Tensor]]) -> CompressedAdapters:
+    """``cset`` (whose factors store DoRA direction updates) with the magnitudes ``{task: {module: m (d_out,)}}``
+    added in fp16: one row per task, or a single row when every task has the very same vector (a merge)."""
+    from dataclasses import replace
+
+    out = replace(cset, factors={m: dict(named) for m, named in cset.factors.items()},
+                  codecs={**cset.codecs, MAGNITUDE: "fp16"})
+    for module in out.factors:
+        vectors = [magnitudes[t][module] for t in cset.tasks]
+        shared = all(v is vectors[0] for v in vectors)
+        stacked = torch.stack([v.float() for v in (vectors[:1] if shared else vectors)])
+        try:
+            stored = encode(stacked, "fp16")
+        except ValueError as exc:
+            raise ValueError(f"module {module}: {MAGNITUDE}: {exc}") from None
+        out.factors[module][MAGNITUDE] = decode(stored, "fp16", tuple(stacked.shape))
+    return out
 
 
 def adapter_file_bytes(directories) -> int:

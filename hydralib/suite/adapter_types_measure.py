@@ -100,48 +100,36 @@ def row_key(preset, kind: str, name: str, params: dict, n_eval: int, files: str)
     return hashlib.sha256(f"{VERSION}/{preset.name}/{n_eval}/{kind}/{name}/{params}/{files}".encode()).hexdigest()[:16]
 
 
-def _dora_set(factors_set, magnitudes, like):
-    """A DoRA set of ``factors_set``'s (decoded) direction factors and ``magnitudes[task][module]``."""
-    from ..merge.dora import _with_magnitudes
-
-    factors = {t: {m: factors_set.factors(t, m) for m in like.modules} for t in like.tasks}
-    return _with_magnitudes(factors, {t: {m: magnitudes[t][m] for m in like.modules} for t in like.tasks}, like)
-
-
-def _build_dora(name: str, params: dict, aset, model, preset):
-    """``(DoRA set to score, bytes, relative loss on the W_i, extra)`` of one DoRA point (fp16 containers)."""
+def _build_dora(name: str, params: dict, aset, model):
+    """``(compressed DoRA set, extra)`` of one DoRA point: directions and magnitudes in one container."""
     from .. import compress
     from ..merge import hydraopt_dora, merge_dora
-    from ..merge.dora import directions, dora_base_weights, reconstruction_loss
 
-    family, extra = params["family"], {}
-    magnitudes = aset.magnitudes
+    family = params["family"]
     if family in ("individual", "quantize"):
-        cset = compress.quantize(directions(aset), params.get("codec", "fp16"))
-        per_task_m = len(aset.tasks)
-    elif family == "hydraopt":
+        return compress.compress_adapters(aset, "quantize", codec=params.get("codec", "fp16")), {}
+    if family == "hydraopt":
         result = hydraopt_dora(aset, base_model=model, magnitude=HYDRA_MAGNITUDE, heads=params["heads"],
                                rank=params["rank"], side=params.get("side", "A"), progress=False)
-        cset, magnitudes = compress.from_hydraopt(result.hydra), result.magnitudes[HYDRA_MAGNITUDE]
-        per_task_m = len(aset.tasks)
-        extra = {"magnitude_losses": dict(result.losses), "magnitude": HYDRA_MAGNITUDE, "heads_k": result.hydra.n_heads}
-    elif family == "merge":
+        return compress.from_hydraopt(result), {"magnitude_losses": dict(result.losses), "magnitude": HYDRA_MAGNITUDE,
+                                                "heads_k": result.hydra.n_heads}
+    if family == "merge":
         n = len(aset.tasks)
         weights = [1.0 / n] * n if params["method"] == "task_arithmetic" else [1.0] * n
         merged = merge_dora(aset, params["method"], base_model=model, weights=weights, rank=params["rank"],
                             density=None if params["method"] == "task_arithmetic" else 0.5, seed=0, progress=False)
         cset = compress.from_merged(merged.merged.to_adapter_set("merged"), aset.tasks, name)
-        magnitudes = {t: merged.magnitudes for t in aset.tasks}
-        per_task_m = 1
-    else:
-        raise ValueError(f"hydralib.suite.adapter_types: unknown DoRA family {family!r}")
-    decoded = cset.to_adapter_set()
-    scored = _dora_set(decoded, magnitudes, aset)
-    m_numbers = per_task_m * sum(aset.shape(m)[0] for m in aset.modules)
-    nbytes = cset.nbytes() + 2 * m_numbers  # magnitudes stored in fp16, as the adapter files store them
+        return compress.with_magnitudes(cset, {t: merged.magnitudes for t in aset.tasks}), {}
+    raise ValueError(f"hydralib.suite.adapter_types: unknown DoRA family {family!r}")
+
+
+def _dora_loss(aset, scored, model) -> float:
+    """Relative reconstruction loss of the adapted weights: sum ||W'_i - W_i||^2 / sum ||W_i - W0||^2."""
+    from ..merge.dora import dora_base_weights, reconstruction_loss
+
     W0 = dora_base_weights(aset, model)
     loss, energy = reconstruction_loss(aset, W0, lambda t, m: (*scored.factors(t, m), scored.magnitudes[t][m]))
-    return scored, nbytes, loss / energy if energy > 0 else 0.0, extra
+    return loss / energy if energy > 0 else 0.0
 
 
 def _point_row(preset, kind, name, params, aset, model, tokenizer, pairs) -> dict:
@@ -150,8 +138,9 @@ def _point_row(preset, kind, name, params, aset, model, tokenizer, pairs) -> dic
 
     t0 = time.perf_counter()
     if kind == "dora":
-        scored, nbytes, rel, extra = _build_dora(name, params, aset, model, preset)
-        space = "W"
+        cset, extra = _build_dora(name, params, aset, model)
+        scored = cset.to_adapter_set()
+        nbytes, rel, space = cset.nbytes(), _dora_loss(aset, scored, model), "W"
     else:
         p = {k: v for k, v in params.items() if k != "family"}
         if params["family"] == "hydraopt" and p.get("side", "A") == "B":
