@@ -39,6 +39,15 @@ def test_vera_is_in_the_toc_exactly_when_its_default_inputs_are_committed():
     assert ("book/vera.md" not in pending_chapters()) == ready
 
 
+def test_other_types_is_in_the_toc_exactly_when_its_default_inputs_are_committed():
+    """"Other adapter types" is published when, and only when, the default zoo's DoRA and AdaLoRA groups and the
+    results measured on them are committed (otherwise the book command would train for hours)."""
+    from hydralib.suite.adapter_types_measure import type_results
+
+    ready = type_results("default", stored_only=True) is not None
+    assert ("book/other_types.md" not in pending_chapters()) == ready
+
+
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("chapter", pending_chapters())
 def test_pending_chapter_builds_alone_on_tiny(chapter, tmp_path):
