@@ -406,3 +406,49 @@ def test_cli_adalora_merges_and_compresses_like_lora(adalora_dirs, dora_dirs, ba
         assert json.loads((exported / "adapter_config.json").read_text())["use_dora"] is True
         assert torch.allclose(_peft_logits(exported), _peft_logits(d), atol=0.05)  # int4 directions: close
         assert not torch.equal(_peft_logits(exported), _peft_logits(d))
+
+
+def test_dora_on_fan_in_fan_out_layers_matches_peft(tmp_path):
+    """DoRA on GPT-2's Conv1D layers (weights stored (d_in, d_out), fan_in_fan_out=True): hydralib's weight, applied
+    at evaluation, and its HydraOpt export all give peft's own forward."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from conftest import tiny_gpt2
+    from hydralib.runtime import applied
+
+    ids = torch.tensor([[1, 5, 9, 2, 33, 7]])
+    dirs = []
+    for i in range(2):
+        base = tiny_gpt2()
+        base.name_or_path = "tiny-gpt2"
+        config = LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True,
+                            use_dora=True, lora_dropout=0.0)
+        model = get_peft_model(base, config)
+        g = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    p.mul_(1 + 0.2 * torch.randn(p.shape, generator=g)) if "magnitude" in name else \
+                        p.copy_(0.1 * torch.randn(p.shape, generator=g))
+        model.save_pretrained(str(tmp_path / f"t{i}"))
+        dirs.append(tmp_path / f"t{i}")
+    aset = load_adapters(dirs)
+    assert aset.adapter_type == "dora" and all(aset.module_info(m).fan_in_fan_out for m in aset.modules)
+
+    def peft_logits(directory):
+        with torch.no_grad():
+            return PeftModel.from_pretrained(tiny_gpt2(), str(directory)).eval()(ids).logits
+
+    ours = tiny_gpt2()
+    for task, directory in zip(aset.tasks, dirs):
+        with torch.no_grad(), applied(ours, aset, task):
+            got = ours(ids).logits
+        assert torch.allclose(got, peft_logits(directory), atol=1e-5, rtol=0)
+    result = hydraopt_dora(aset, base_model=tiny_gpt2(), heads="task", rank=2, progress=False)
+    exported = result.export_peft(tmp_path / "hydra")
+    recon = result.to_adapter_set()
+    for task, directory in exported.items():
+        assert json.loads((directory / "adapter_config.json").read_text())["fan_in_fan_out"] is True
+        with torch.no_grad(), applied(ours, recon, task):
+            got = ours(ids).logits
+        assert torch.allclose(got, peft_logits(directory), atol=1e-5, rtol=0)

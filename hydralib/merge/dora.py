@@ -75,20 +75,30 @@ def dora_base_weights(aset, base_model) -> dict[str, torch.Tensor]:
     return base_weights(base_model, shapes)
 
 
+def _fan(aset) -> bool:
+    """Whether the set's modules are GPT-2 style Conv1D (weights stored ``(d_in, d_out)``)."""
+    return any(aset.module_info(m).fan_in_fan_out for m in aset.modules)
+
+
 def directions(aset):
     """The direction updates of a DoRA set as a plain LoRA :class:`~hydralib.adapters.AdapterSet` (no magnitudes)."""
     from ..adapters import AdapterSet
 
-    fan = any(aset.module_info(m).fan_in_fan_out for m in aset.modules)
     return AdapterSet.from_factors({t: {m: aset.factors(t, m) for m in aset.modules} for t in aset.tasks},
-                                   base_model=aset.base_model, metadata=aset.metadata, fan_in_fan_out=fan)
+                                   base_model=aset.base_model, metadata=aset.metadata, fan_in_fan_out=_fan(aset))
 
 
-def _with_magnitudes(factors: Mapping[str, Mapping[str, tuple]], magnitudes, like, metadata=None):
-    """A DoRA :class:`~hydralib.adapters.AdapterSet` of ``{task: {module: (A, B, s)}}`` and ``{task: {module: m}}``."""
+def _with_magnitudes(factors: Mapping[str, Mapping[str, tuple]], magnitudes, like, metadata=None,
+                     fan_in_fan_out: bool | None = None):
+    """A DoRA :class:`~hydralib.adapters.AdapterSet` of ``{task: {module: (A, B, s)}}`` and ``{task: {module: m}}``
+    (module shapes from ``like``; ``fan_in_fan_out`` overrides its flag: GPT-2 style Conv1D layers)."""
+    from dataclasses import replace as _replace
+
     from ..adapters import AdapterSet
 
     info = {m: like.module_info(m) for m in like.modules}
+    if fan_in_fan_out is not None:
+        info = {m: _replace(i, fan_in_fan_out=fan_in_fan_out) for m, i in info.items()}
     return AdapterSet("lora", list(factors), info, lora=factors, base_model=like.base_model,
                       metadata=metadata or {t: like.metadata.get(t, {}) for t in factors},
                       magnitudes=magnitudes, adapter_type="dora")
@@ -119,6 +129,7 @@ class MergedDoRA:
     magnitudes: dict[str, torch.Tensor]
     loss: float
     energy: float
+    fan_in_fan_out: bool = False
 
     @property
     def method(self) -> str:
@@ -134,7 +145,8 @@ class MergedDoRA:
         base = self.merged.to_adapter_set(name)
         task = base.tasks[0]
         factors = {task: {m: base.factors(task, m) for m in base.modules}}
-        return _with_magnitudes(factors, {task: dict(self.magnitudes)}, base, metadata=base.metadata)
+        return _with_magnitudes(factors, {task: dict(self.magnitudes)}, base, metadata=base.metadata,
+                                fan_in_fan_out=self.fan_in_fan_out)
 
     def save_peft(self, directory: str | Path, overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
         """Write a DoRA directory (``use_dora=true``) that stock peft loads."""
@@ -169,7 +181,7 @@ def merge_dora(aset, method: str = "task_arithmetic", *, base_model=None, **opti
     magnitudes = {m: torch.stack([aset.magnitudes[t][m].float() for t in aset.tasks]).mean(dim=0)
                   for m in aset.modules}
     loss, energy = reconstruction_loss(aset, W0, lambda t, m: (*merged.factors(m), magnitudes[m]))
-    return MergedDoRA(merged, magnitudes, loss / energy if energy > 0 else 0.0, energy)
+    return MergedDoRA(merged, magnitudes, loss / energy if energy > 0 else 0.0, energy, _fan(aset))
 
 
 @dataclass
@@ -186,6 +198,7 @@ class DoraHydraResult:
     losses: dict[str, float]
     energy: float = 0.0
     options: dict = field(default_factory=dict)
+    fan_in_fan_out: bool = False
 
     @property
     def tasks(self) -> list[str]:
@@ -210,7 +223,8 @@ class DoraHydraResult:
         base = self.hydra.to_adapter_set(tasks)
         factors = {t: {m: base.factors(t, m) for m in base.modules} for t in base.tasks}
         chosen = self.magnitudes[self.magnitude]
-        return _with_magnitudes(factors, {t: dict(chosen[t]) for t in base.tasks}, base, metadata=base.metadata)
+        return _with_magnitudes(factors, {t: dict(chosen[t]) for t in base.tasks}, base, metadata=base.metadata,
+                                fan_in_fan_out=self.fan_in_fan_out)
 
     def export_peft(self, out_dir: str | Path, tasks: Sequence[str] | None = None, overwrite: bool = False,
                     dtype: torch.dtype | None = None) -> dict[str, Path]:
@@ -251,4 +265,4 @@ def hydraopt_dora(aset, *, base_model=None, magnitude: str = "lstsq", **options)
     for fit in MAGNITUDE_FITS:
         loss, energy = reconstruction_loss(aset, W0, lambda t, m: (*hydra.factors(t, m), fits[fit][t][m]))
         losses[fit] = loss / energy if energy > 0 else 0.0
-    return DoraHydraResult(hydra, magnitude, fits, losses, energy, dict(options))
+    return DoraHydraResult(hydra, magnitude, fits, losses, energy, dict(options), _fan(aset))
