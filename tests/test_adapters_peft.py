@@ -141,6 +141,35 @@ def test_gpt2_fan_in_fan_out(gpt2_lora_dir):
     _assert_same_deltas(aset, t, model)
 
 
+def test_gpt2_exports_keep_fan_in_fan_out(gpt2_lora_dir, tmp_path):
+    """HydraOpt exports (eager, from a saved bundle, streamed) and compressed exports of Conv1D adapters say
+    fan_in_fan_out=true, and stock peft loads them without correcting the flag, with the same deltas."""
+    import json
+    import warnings
+
+    from hydralib.compress import compress_adapters
+    from hydralib.merge import export_peft, hydraopt, load_bundle
+    from hydralib.merge.hydraopt.stream import export_peft_streamed
+
+    aset = load_adapters([gpt2_lora_dir])
+    result = hydraopt(aset, heads="task", rank=4, progress=False)
+    result.save(tmp_path / "bundle")
+    assert load_bundle(tmp_path / "bundle").fan_in_fan_out is True
+    out = {"eager": export_peft(result, tmp_path / "eager"),
+           "streamed": export_peft_streamed(tmp_path / "bundle", tmp_path / "streamed"),
+           "compressed": None}
+    cset = compress_adapters(aset, "quantize", codec="int8")
+    out["compressed"] = {t: cset.to_adapter_set().save_peft(t, tmp_path / "compressed" / t) for t in cset.tasks}
+    for how, dirs in out.items():
+        for task, directory in dirs.items():
+            assert json.loads((directory / "adapter_config.json").read_text())["fan_in_fan_out"] is True, how
+            with warnings.catch_warnings(record=True) as caught:  # peft warns when it has to flip the flag itself
+                warnings.simplefilter("always")
+                model = _load_in_peft(tiny_gpt2(), directory)
+            assert not [w for w in caught if "fan_in_fan_out" in str(w.message)], how
+            _assert_same_deltas(load_adapters([directory], tasks=[task]), task, model)
+
+
 def test_to_dtype_and_subset(lora_dirs):
     aset = load_adapters(lora_dirs)
     half = aset.to(dtype=torch.float64)

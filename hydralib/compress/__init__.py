@@ -64,8 +64,12 @@ def compress_adapters(aset, method: str, **knobs) -> CompressedAdapters:
     if getattr(aset, "magnitudes", None):  # DoRA: compress the direction updates, keep each magnitude in fp16
         from ..merge.dora import directions
 
-        return with_magnitudes(COMPRESSORS[method].fn(directions(aset), **knobs), aset.magnitudes)
-    return COMPRESSORS[method].fn(aset, **knobs)
+        cset = with_magnitudes(COMPRESSORS[method].fn(directions(aset), **knobs), aset.magnitudes)
+    else:
+        cset = COMPRESSORS[method].fn(aset, **knobs)
+    if any(aset.module_info(m).fan_in_fan_out for m in aset.modules):  # exports say so (GPT-2 Conv1D)
+        cset.info["fan_in_fan_out"] = True
+    return cset
 
 
 __all__ = ["COMPRESSORS", "TENSORS_NAME", "Compressor", "CompressedAdapters", "compress_adapters", "compeft", "compress_then_serve",

@@ -31,7 +31,9 @@ def from_hydraopt(result, codec: str = "fp16"):
                                     {"shared": codec, "heads": codec}, shapes, side=result.side,
                                     base_model=result.base_model,
                                     info={"fit_relative_loss": result.total_loss / result.total_energy
-                                          if result.total_energy > 0 else float("nan")})
+                                          if result.total_energy > 0 else float("nan"),
+                                          **({"fan_in_fan_out": True} if getattr(result, "fan_in_fan_out", False)
+                                             else {})})
 
 
 def from_merged(merged_set, tasks, name: str, codec: str = "fp16"):

@@ -130,7 +130,8 @@ class CompressedAdapters:
 
         factors = {t: {m: tuple(x.contiguous() if torch.is_tensor(x) else x for x in self.task_factors(t, m))
                        for m in self.factors} for t in self.tasks}
-        plain = AdapterSet.from_factors(factors, base_model=self.base_model)
+        plain = AdapterSet.from_factors(factors, base_model=self.base_model,
+                                        fan_in_fan_out=self.info.get("fan_in_fan_out") is True)
         if not self.is_dora:
             return plain
         magnitudes = {t: {m: self.task_magnitude(t, m).contiguous() for m in self.factors} for t in self.tasks}

@@ -122,6 +122,7 @@ class HydraOptResult:
     grouping: str = ""
     metadata: dict[str, dict] = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    fan_in_fan_out: bool = False  # GPT-2 style Conv1D modules: exports say so in their adapter_config.json
 
     # ---------------------------------------------------------------- summaries
     @property
@@ -203,7 +204,7 @@ class HydraOptResult:
         tasks = list(tasks) if tasks is not None else self.tasks
         factors = {t: {m: tuple(x.contiguous() if torch.is_tensor(x) else x for x in self.factors(t, m))
                        for m in self.modules} for t in tasks}
-        return AdapterSet.from_factors(factors, base_model=self.base_model,
+        return AdapterSet.from_factors(factors, base_model=self.base_model, fan_in_fan_out=self.fan_in_fan_out,
                                        metadata={t: self.metadata.get(t, {}) for t in tasks})
 
     def save(self, path, overwrite: bool = False):
@@ -295,6 +296,7 @@ def bundle_meta(result: HydraOptResult, dtype_name: str | None, sha256: str) -> 
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
         "base_model": result.base_model,
+        "fan_in_fan_out": bool(result.fan_in_fan_out),
         "side": result.side,
         "rank": int(result.rank),
         "solver": result.solver,
@@ -398,6 +400,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", verify_has
         tasks=list(meta["tasks"]), head_names=list(meta["heads"]), task_to_head=dict(meta["task_to_head"]),
         modules=modules, base_model=meta.get("base_model"), grouping=meta.get("grouping", ""),
         metadata=dict(meta.get("metadata") or {}), options=dict(meta.get("options") or {}),
+        fan_in_fan_out=meta.get("fan_in_fan_out") is True,
     )
 
 

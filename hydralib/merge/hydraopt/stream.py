@@ -122,7 +122,7 @@ def export_peft_streamed(bundle: str | Path, out_dir: str | Path, tasks: Sequenc
     shapes = {m: (int(meta["modules"][m]["d_out"]), int(meta["modules"][m]["d_in"])) for m in modules}
     empty = {m: (torch.empty(rank, d_in, device="meta"), torch.empty(d_out, rank, device="meta"), 1.0)
              for m, (d_out, d_in) in shapes.items()}
-    config = lora_config_for(empty, meta.get("base_model"))
+    config = lora_config_for(empty, meta.get("base_model"), fan_in_fan_out=meta.get("fan_in_fan_out") is True)
     specs = {}
     for m, (d_out, d_in) in shapes.items():
         specs[f"{PREFIX}{m}.lora_A.weight"] = (dtype, (rank, d_in))
