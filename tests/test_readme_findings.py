@@ -55,6 +55,19 @@ def test_sentences_follow_the_numbers():
     assert fd.figure_path(f) == fd.FIGURES["asymmetry"]
 
 
+def test_types_sentence_follows_the_numbers_and_the_side_verdict():
+    point = lambda rel, lo, hi, b: {"relative": rel, "lo": lo, "hi": hi, "relative_bytes": b}  # noqa: E731
+    f = {"types": {"dora": {"hydra": point(0.97, 0.95, 0.99, 0.45), "int4": point(1.0, 0.99, 1.01, 0.26),
+                            "side": {"verdict": "better"}},
+                   "adalora": {"hydra": point(0.9, 0.88, 0.92, 0.5), "int4": point(0.99, 0.98, 1.0, 0.25),
+                               "side": {"verdict": "within noise"}}}}
+    text = fd.types_sentence(f)
+    assert "DoRA: a shared A' and one head per task keeps 0.970 [0.950, 0.990] at 45.0 % of its bytes" in text
+    assert "int4 1.000 [0.990, 1.010] at 26.0 %, and sharing A beats sharing B" in text
+    assert "AdaLoRA" in text and "neither side beats the other" in text
+    assert fd.types_sentence({"types": None}) == "" and fd.types_sentence({}) == ""
+
+
 def test_replace_block_replaces_only_the_block():
     block = f"{fd.START}\nnew\n{fd.END}"
     text = f"intro\n\n{fd.START}\nold text\n{fd.END}\n\nrest\n"

@@ -116,6 +116,7 @@ def findings(preset=None) -> dict:
     f["storage"] = storage_findings(preset)
     f["recipes"] = recipe_findings(preset)
     f["advice"] = recipe_advice(preset)
+    f["types"] = types_findings(preset)
     result = frontier_results(preset, progress=False, stored_only=True)
     hydra, merges = (rows_of(result, "hydraopt"), rows_of(result, "baseline", "peft")) if result else ([], [])
     merge = best(merges, "relative") if merges else None
@@ -163,6 +164,22 @@ def recipe_findings(preset) -> dict | None:
     return {p["recipe"]: p for p in points(result) if p["name"] == full}
 
 
+def types_findings(preset) -> dict | None:
+    """The other adapter types' headline when stored: per type, sharing A (one head per task, r' = r) against its own
+    adapters and against sharing B, and int4 per adapter."""
+    from .adapter_types_measure import type_results
+    from .types_report import points, side_verdicts
+
+    result = type_results(preset, progress=False, stored_only=True)
+    if result is None:
+        return None
+    r = preset.lora_rank
+    pts = {(p["kind"], p["name"]): p for p in points(result)}
+    sides = side_verdicts(result, r)
+    return {kind: {"hydra": pts.get((kind, f"hydraopt-task-r{r}")), "int4": pts.get((kind, "int4")),
+                   "side": sides.get(kind)} for kind in result["types"]}
+
+
 def recipe_advice(preset) -> str | None:
     """The recipe chapter's computed advice to a user who plans to share A, when its results are stored."""
     from .recipes import BOOK_RECIPES, recipe_results
@@ -204,6 +221,27 @@ def recipe_sentence(f: dict) -> str:
     some = next(iter(rec.values()))
     return (f"With a shared A' and one head per task at {_pct(some['relative_bytes'])} of the bytes, relative "
             f"performance is " + "; ".join(parts) + ", by training recipe.")
+
+
+def types_sentence(f: dict) -> str:
+    """Sixth sentence: DoRA and AdaLoRA on the bytes axis (empty without stored results)."""
+    from .types_report import LABELS
+
+    ty = f.get("types")
+    if not ty:
+        return ""
+    parts = []
+    for kind, t in ty.items():
+        h, q, side = t["hydra"], t["int4"], t["side"]
+        if h is None or q is None:
+            continue
+        text = (f"{LABELS[kind]}: a shared A' and one head per task keeps {_ci(h)} at {_pct(h['relative_bytes'])} "
+                f"of its bytes, int4 {_ci(q)} at {_pct(q['relative_bytes'])}")
+        if side is not None:
+            text += {"better": ", and sharing A beats sharing B", "worse": ", and sharing B beats sharing A"}.get(
+                side["verdict"], ", and neither side beats the other")
+        parts.append(text)
+    return ("On DoRA and AdaLoRA adapters of the recipe tasks, " + "; ".join(parts) + ".") if parts else ""
 
 
 def figure_path(f: dict) -> str:
@@ -276,17 +314,19 @@ def merging_sentence(f: dict) -> str:
 CHAPTERS = {"similarity": "Cross-task similarity: which side is shared?",
             "frontier": "The efficiency-performance frontier",
             "storage": "Every way to keep N adapters in fewer bytes",
-            "sharing_a": "When does sharing A work?"}
+            "sharing_a": "When does sharing A work?",
+            "other_types": "Other adapter types: DoRA and AdaLoRA"}
 MAX_ITEMS = 6
 
 
 def finding_items(f: dict) -> list[tuple[str, str]]:
     """The headline as at most :data:`MAX_ITEMS` ``(sentence, chapter)`` pairs, from :func:`findings`: which side is
     alike, what merging keeps, what to do with a byte budget, what the training recipe does, and the advice to a user
-    who plans to share A (the last three when their results are stored). One source for the README and the book's
-    front page."""
+    who plans to share A, and the other adapter types (the last four when their results are stored). One source for the
+    README and the book's front page."""
     items = [(asymmetry_sentence(f), "similarity"), (merging_sentence(f), "frontier"),
-             (storage_sentence(f), "storage"), (recipe_sentence(f), "sharing_a"), (f.get("advice") or "", "sharing_a")]
+             (storage_sentence(f), "storage"), (recipe_sentence(f), "sharing_a"), (f.get("advice") or "", "sharing_a"),
+             (types_sentence(f), "other_types")]
     return [(text, chapter) for text, chapter in items if text][:MAX_ITEMS]
 
 
