@@ -19,18 +19,9 @@ from pathlib import Path
 
 import torch
 
-TYPES = ("dora", "adalora")
-TRAIN_COMMAND = "python -m hydralib.suite.adapter_types train"
+from .adapter_types_measure import TRAIN_COMMAND, TYPES, train_types
 
-
-def train_types(preset=None, kinds=TYPES, root: str | Path | None = None, worker: tuple[int, int] | None = None,
-                progress: bool = True) -> list[Path]:
-    """Train the missing adapters of the adapter-type groups (``worker=(i, n)``: every n-th job from i)."""
-    from ..presets import get_preset
-    from .training import train_sub_zoo, type_jobs
-
-    preset = preset if hasattr(preset, "tasks") else get_preset(preset)
-    return train_sub_zoo(preset, type_jobs(preset, kinds), root, worker, progress, TRAIN_COMMAND)
+__all__ = ["TRAIN_COMMAND", "TYPES", "train_types", "main"]
 
 
 def main(argv=None) -> int:

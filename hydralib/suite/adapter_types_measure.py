@@ -35,6 +35,20 @@ from tqdm.auto import tqdm
 
 VERSION = 1
 HYDRA_MAGNITUDE = "lstsq"
+TYPES = ("dora", "adalora")
+TRAIN_COMMAND = "python -m hydralib.suite.adapter_types train"
+
+
+def train_types(preset=None, kinds=TYPES, root: str | Path | None = None, worker: tuple[int, int] | None = None,
+                progress: bool = True) -> list[Path]:
+    """Train the missing adapters of the adapter-type groups (``worker=(i, n)``: every n-th job from i)."""
+    from ..presets import get_preset
+    from .artifacts import zoo_dir
+    from .training import train_sub_zoo, type_jobs
+
+    preset = preset if hasattr(preset, "tasks") else get_preset(preset)
+    root = Path(root) if root is not None else zoo_dir(preset) / "adapters"
+    return train_sub_zoo(preset, type_jobs(preset, kinds), root, worker, progress, TRAIN_COMMAND)
 
 
 def type_tasks(preset) -> list[str]:
@@ -53,7 +67,6 @@ def type_adapters(preset, kind: str):
     """One type's group as an :class:`~hydralib.adapters.AdapterSet` with task metadata (application, language)."""
     from ..adapters import load_adapters
     from ..errors import HydraError
-    from .adapter_types import TRAIN_COMMAND
     from .artifacts import task_metadata
     from .training import is_complete
 
@@ -228,7 +241,6 @@ def type_results(preset=None, kinds=("dora", "adalora"), n_eval: int = 50, worke
     """
     from ..presets import get_preset
     from ..stats import summarise
-    from .adapter_types import train_types
     from .artifacts import results_path
     from .frontier import run_claiming_workers, stored_result, write_result
     from .training import RECORD_NAME, is_complete

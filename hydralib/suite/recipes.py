@@ -45,9 +45,11 @@ def train_recipes(preset=None, recipes=DEFAULT_RECIPES, root: str | Path | None 
                   progress: bool = True) -> list[Path]:
     """Train the missing adapters of the recipe sub-zoos (``worker=(i, n)``: every n-th job from i)."""
     from ..presets import get_preset
+    from .artifacts import zoo_dir
     from .training import recipe_jobs, train_sub_zoo
 
     preset = preset if hasattr(preset, "tasks") else get_preset(preset)
+    root = Path(root) if root is not None else zoo_dir(preset) / "adapters"
     return train_sub_zoo(preset, recipe_jobs(preset, recipes), root, worker, progress, TRAIN_COMMAND)
 
 

@@ -315,13 +315,10 @@ def train_jobs(preset, root: str | Path, jobs: Sequence[AdapterJob], splits: Map
     return [j.directory(Path(root)) for j in jobs]
 
 
-def train_sub_zoo(preset, jobs: Sequence[AdapterJob], root: str | Path | None = None,
-                  worker: tuple[int, int] | None = None, progress: bool = True, command: str = "") -> list[Path]:
-    """Train the missing ``jobs`` of a sub-zoo under ``root`` (default ``<zoo>/adapters``); ``worker=(i, n)``
+def train_sub_zoo(preset, jobs: Sequence[AdapterJob], root: str | Path, worker: tuple[int, int] | None = None,
+                  progress: bool = True, command: str = "") -> list[Path]:
+    """Train the missing ``jobs`` of a sub-zoo under ``root`` (the zoo's ``adapters`` folder); ``worker=(i, n)``
     takes every n-th job from i, so that n processes share the work."""
-    from .artifacts import zoo_dir
-
-    root = Path(root) if root is not None else zoo_dir(preset) / "adapters"
     if worker is not None:
         jobs = list(jobs)[worker[0]::worker[1]]
     return train_jobs(preset, root, jobs, progress=progress, command=command)
