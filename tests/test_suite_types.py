@@ -174,3 +174,17 @@ def test_type_results_are_read_back_by_hash_without_measuring(tiny_types, monkey
     monkeypatch.setattr(atm, "measure_rows", lambda *a, **k: pytest.fail("measured again"))
     assert atm.type_results(preset, n_eval=4, progress=False) == json.loads(json.dumps(result))
     assert atm.type_results(preset, n_eval=3, stored_only=True) is None  # another n_eval: not stored
+
+
+def test_rows_of_the_stored_result_are_reused_without_the_row_cache(tiny_types, monkeypatch):
+    """A fresh checkout has the committed result but not the (git-ignored) row cache: its rows are reused by key."""
+    import shutil
+
+    from hydralib.suite import adapter_types_measure as atm
+    from hydralib.suite.artifacts import results_path
+
+    preset, result = tiny_types
+    shutil.rmtree(results_path(preset, "adapter-types-rows").with_suffix(""))
+    monkeypatch.setattr("hydralib.suite.models.load_base_model", lambda *a, **k: pytest.fail("measured again"))
+    rows = atm.measure_rows(preset, ("dora",), n_eval=4, progress=False)
+    assert [r["name"] for r in rows] == ["structure"] + [p["name"] for p in result["types"]["dora"]["points"]]

@@ -188,7 +188,7 @@ def measure_rows(preset=None, kinds=("dora", "adalora"), n_eval: int = 50, claim
     """Every (type, point) row, cached one file each (resumable; with ``claims`` shared by worker processes)."""
     from ..presets import get_preset
     from .artifacts import results_path
-    from .frontier import claim, save_row
+    from .frontier import claim, save_row, stored_rows
     from .models import load_base_model
     from .tasks import encode_example, preset_task
 
@@ -196,14 +196,16 @@ def measure_rows(preset=None, kinds=("dora", "adalora"), n_eval: int = 50, claim
     cache = results_path(preset, "adapter-types-rows").with_suffix("")
     files = {k: _files_digest(preset, k) for k in kinds}
     jobs = [(k, "structure", {}) for k in kinds] + [(k, n, p) for k in kinds for n, p in type_points(preset, k)]
+    keys = {(k, n): row_key(preset, k, n, p, n_eval, files[k]) for k, n, p in jobs}
+    stored = stored_rows(results_path(preset, "adapter_types"), set(keys.values()), "types")
     model = tokenizer = pairs = None
     sets: dict = {}
     rows = []
     for kind, name, params in tqdm(jobs, desc="adapter types", disable=not progress):
-        key = row_key(preset, kind, name, params, n_eval, files[kind])
+        key = keys[kind, name]
         row_file = cache / f"{kind}-{name}-{key}.json"
-        if row_file.is_file():
-            rows.append(json.loads(row_file.read_text(encoding="utf-8")))
+        if key in stored or row_file.is_file():  # a row of the stored result, or of an interrupted run
+            rows.append(stored[key] if key in stored else json.loads(row_file.read_text(encoding="utf-8")))
             continue
         if not claim(claims, row_file.stem):
             continue

@@ -249,6 +249,21 @@ def save_row(path: Path, row: dict) -> dict:
     return row
 
 
+def stored_rows(path: Path, keys: set, section: str) -> dict:
+    """Rows of a stored result JSON whose key (recorded per row) is still wanted: ``{key: row}``, from every entry
+    of ``result[section]`` (its ``structure`` row and its ``points``). A result measured for fewer entries, or
+    before a point was added, gives the rows it has, so a rerun measures only what is new."""
+    if not Path(path).is_file():
+        return {}
+    stored = json.loads(Path(path).read_text(encoding="utf-8"))
+    rows = {}
+    for entry in stored.get(section, {}).values():
+        for row in [entry.get("structure", {})] + entry.get("points", []):
+            if row.get("key") in keys:
+                rows[row["key"]] = row
+    return rows
+
+
 def stored_result(path: Path, expected_hash: str) -> dict | None:
     """The JSON result at ``path`` when its ``"hash"`` is ``expected_hash``, else None."""
     if not Path(path).is_file():

@@ -126,21 +126,6 @@ def row_key(preset, recipe: str, name: str, params: dict | None, n_eval: int, fi
     return hashlib.sha256(f"{VERSION}/{preset.name}/{n_eval}/{recipe}/{name}/{params}/{files}".encode()).hexdigest()[:16]
 
 
-def _stored_rows(path, keys: dict) -> dict:
-    """Rows of a stored ``recipes.json`` whose key (recorded per row) is still wanted: ``{key: row}``."""
-    from pathlib import Path as _Path
-
-    if not _Path(path).is_file():
-        return {}
-    stored = json.loads(_Path(path).read_text(encoding="utf-8"))
-    rows = {}
-    for r in stored.get("recipes", {}).values():
-        for row in [r.get("structure", {})] + r.get("points", []):
-            if row.get("key") in keys:
-                rows[row["key"]] = row
-    return rows
-
-
 def _point_row(preset, recipe, name, params, aset, model, tokenizer, pairs):
     from ..compress import adapter_file_bytes, from_hydraopt, quantize, relative_loss
     from ..merge import hydraopt
@@ -186,7 +171,7 @@ def measure_rows(preset=None, recipes=("standard",) + DEFAULT_RECIPES, n_eval: i
     ``claims`` shared by worker processes, each computes the rows it claims first)."""
     from ..presets import get_preset
     from .artifacts import results_path
-    from .frontier import claim, save_row
+    from .frontier import claim, save_row, stored_rows
     from .models import load_base_model
     from .tasks import encode_example, preset_task
 
@@ -198,7 +183,7 @@ def measure_rows(preset=None, recipes=("standard",) + DEFAULT_RECIPES, n_eval: i
     jobs = [(recipe, "structure", None) for recipe in recipes]
     jobs += [(recipe, name, params) for recipe in recipes for name, params in recipe_points(preset)]
     keys = {(recipe, name): row_key(preset, recipe, name, params, n_eval, files[recipe]) for recipe, name, params in jobs}
-    stored = _stored_rows(results_path(preset, "recipes"), set(keys.values()))
+    stored = stored_rows(results_path(preset, "recipes"), set(keys.values()), "recipes")
     for recipe, name, params in tqdm(jobs, desc="recipes", disable=not progress):
         key = keys[recipe, name]
         row_file = cache / f"{recipe}-{name}-{key}.json"
