@@ -14,8 +14,9 @@ examples of every task:
     everything that works on LoRA factors works on these) plus HydraOpt with side B;
   - DoRA: HydraOpt on the direction updates with a least-squares magnitude per task
     (:func:`~hydralib.merge.hydraopt_dora`), side A and B; int8 / int4 of the direction
-    factors with the magnitudes in fp16; TA and DARE-TIES of the directions with the
-    mean magnitude (:func:`~hydralib.merge.merge_dora`). Its relative loss is measured
+    factors with the magnitudes in fp16; TA and DARE-TIES of the directions (with the
+    scale and density the LoRA merging frontier tuned) and the mean magnitude
+    (:func:`~hydralib.merge.merge_dora`). Its relative loss is measured
     on the adapted weights ``W_i`` (DoRA is not linear in its factors), not on ``dW``.
 
 Results: ``results/adapter_types.json``, keyed by a hash of the adapter files and
@@ -113,7 +114,7 @@ def row_key(preset, kind: str, name: str, params: dict, n_eval: int, files: str)
     return hashlib.sha256(f"{VERSION}/{preset.name}/{n_eval}/{kind}/{name}/{params}/{files}".encode()).hexdigest()[:16]
 
 
-def _build_dora(name: str, params: dict, aset, model):
+def _build_dora(name: str, params: dict, aset, model, preset):
     """``(compressed DoRA set, extra)`` of one DoRA point: directions and magnitudes in one container."""
     from .. import compress
     from ..merge import hydraopt_dora, merge_dora
@@ -126,11 +127,14 @@ def _build_dora(name: str, params: dict, aset, model):
                                rank=params["rank"], side=params.get("side", "A"), progress=False)
         return compress.from_hydraopt(result), {"magnitude_losses": dict(result.losses), "magnitude": HYDRA_MAGNITUDE,
                                                 "heads_k": result.hydra.n_heads}
-    if family == "merge":
-        n = len(aset.tasks)
-        weights = [1.0 / n] * n if params["method"] == "task_arithmetic" else [1.0] * n
+    if family == "merge":  # the scale (and density) the LoRA merging frontier tuned on validation, as for LoRA
+        from .frontier import SUMMING
+        from .storage_frontier import merge_values
+
+        n, values = len(aset.tasks), merge_values(preset, params["method"])
+        weights = [1.0 / n] * n if params["method"] in SUMMING else [1.0] * n
         merged = merge_dora(aset, params["method"], base_model=model, weights=weights, rank=params["rank"],
-                            density=None if params["method"] == "task_arithmetic" else 0.5, seed=0, progress=False)
+                            lam=values.get("lam", 1.0), density=values.get("density"), seed=0, progress=False)
         cset = compress.from_merged(merged.merged.to_adapter_set("merged"), aset.tasks, name)
         return compress.with_magnitudes(cset, {t: merged.magnitudes for t in aset.tasks}), {}
     raise ValueError(f"hydralib.suite.adapter_types: unknown DoRA family {family!r}")
@@ -151,7 +155,7 @@ def _point_row(preset, kind, name, params, aset, model, tokenizer, pairs) -> dic
 
     t0 = time.perf_counter()
     if kind == "dora":
-        cset, extra = _build_dora(name, params, aset, model)
+        cset, extra = _build_dora(name, params, aset, model, preset)
         scored = cset.to_adapter_set()
         nbytes, rel, space = cset.nbytes(), _dora_loss(aset, scored, model), "W"
     else:
