@@ -142,13 +142,13 @@ def test_gpt2_fan_in_fan_out(gpt2_lora_dir):
 
 
 def test_gpt2_exports_keep_fan_in_fan_out(gpt2_lora_dir, tmp_path):
-    """HydraOpt exports (eager, from a saved bundle, streamed) and compressed exports of Conv1D adapters say
+    """HydraOpt exports (eager, from a saved bundle, streamed), merged and compressed exports of Conv1D adapters say
     fan_in_fan_out=true, and stock peft loads them without correcting the flag, with the same deltas."""
     import json
     import warnings
 
     from hydralib.compress import compress_adapters
-    from hydralib.merge import export_peft, hydraopt, load_bundle
+    from hydralib.merge import export_peft, hydraopt, load_bundle, merge_adapters
     from hydralib.merge.hydraopt.stream import export_peft_streamed
 
     aset = load_adapters([gpt2_lora_dir])
@@ -160,6 +160,8 @@ def test_gpt2_exports_keep_fan_in_fan_out(gpt2_lora_dir, tmp_path):
            "compressed": None}
     cset = compress_adapters(aset, "quantize", codec="int8")
     out["compressed"] = {t: cset.to_adapter_set().save_peft(t, tmp_path / "compressed" / t) for t in cset.tasks}
+    merged = merge_adapters(aset, "ties", density=0.5, progress=False).to_adapter_set("ties")
+    out["merged"] = {"ties": merged.save_peft("ties", tmp_path / "merged")}
     for how, dirs in out.items():
         for task, directory in dirs.items():
             assert json.loads((directory / "adapter_config.json").read_text())["fan_in_fan_out"] is True, how

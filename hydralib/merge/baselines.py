@@ -218,6 +218,7 @@ class MergedLoRA:
     truncation: dict[str, float]
     tasks: list[str]
     base_model: str | None = None
+    fan_in_fan_out: bool = False  # GPT-2 style Conv1D modules: the export says so in its adapter_config.json
 
     def factors(self, module: str) -> tuple[torch.Tensor, torch.Tensor, float]:
         """``(lora_a (rank, d_in), lora_b (d_out, rank), 1.0)``."""
@@ -240,7 +241,8 @@ class MergedLoRA:
 
         task = name or self.method
         return AdapterSet.from_factors({task: {m: (A, B, 1.0) for m, (A, B) in self.modules.items()}},
-                                       base_model=self.base_model, metadata={task: {"method": self.method, **self.params}})
+                                       base_model=self.base_model, fan_in_fan_out=self.fan_in_fan_out,
+                                       metadata={task: {"method": self.method, **self.params}})
 
 
 def merge_adapters(
@@ -315,4 +317,5 @@ def merge_adapters(
     if spec.sign_election:
         params["majority_sign_method"] = majority_sign_method
     ranks = {A.shape[0] for A, _ in out.values()}
-    return MergedLoRA(method, params, ranks.pop() if len(ranks) == 1 else -1, out, tails, list(aset.tasks), aset.base_model)
+    return MergedLoRA(method, params, ranks.pop() if len(ranks) == 1 else -1, out, tails, list(aset.tasks), aset.base_model,
+                      any(aset.module_info(m).fan_in_fan_out for m in aset.modules))
