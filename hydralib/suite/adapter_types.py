@@ -13,11 +13,7 @@ the first ``n_eval`` test examples of each task (:mod:`.adapter_types_measure`).
 
 from __future__ import annotations
 
-import argparse
-import os
 from pathlib import Path
-
-import torch
 
 from .adapter_types_measure import TRAIN_COMMAND, TYPES, train_types
 
@@ -25,20 +21,10 @@ __all__ = ["TRAIN_COMMAND", "TYPES", "train_types", "main"]
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hydralib.suite.adapter_types", description=__doc__.splitlines()[0])
-    p.add_argument("action", choices=["train", "measure"])
-    p.add_argument("--n-eval", type=int, default=50)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--recompute", action="store_true")
-    p.add_argument("--claims", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--preset", default=None)
-    p.add_argument("--types", default=",".join(TYPES))
-    p.add_argument("--worker", default=None, help="i/n: train every n-th job from i (run n of them in parallel)")
-    args = p.parse_args(argv)
-    worker = tuple(int(x) for x in args.worker.split("/")) if args.worker else None
-    if worker or args.claims:
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    kinds = tuple(args.types.split(","))
+    from .frontier import sub_zoo_args
+
+    args, worker, kinds = sub_zoo_args("python -m hydralib.suite.adapter_types", __doc__.splitlines()[0], "types",
+                                       TYPES, argv)
     if args.action == "train":
         train_types(args.preset, kinds, worker=worker)
         return 0

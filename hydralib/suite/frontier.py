@@ -239,6 +239,29 @@ def claim(claims: Path | None, name: str) -> bool:
     return True
 
 
+def sub_zoo_args(prog: str, description: str, groups_flag: str, default_groups: Sequence[str], argv=None):
+    """The command line of a sub-zoo module (``train`` or ``measure`` a tuple of groups: recipes, adapter types):
+    ``(args, worker, groups)``. A training worker (``--worker i/n``) or a claiming measurement worker runs torch on
+    ``$OMP_NUM_THREADS`` threads (default 1), so that n of them share the cores."""
+    import argparse
+    import os
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("action", choices=["train", "measure"])
+    p.add_argument("--n-eval", type=int, default=50)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--recompute", action="store_true")
+    p.add_argument("--claims", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--preset", default=None)
+    p.add_argument(f"--{groups_flag}", default=",".join(default_groups))
+    p.add_argument("--worker", default=None, help="i/n: train every n-th job from i (run n of them in parallel)")
+    args = p.parse_args(argv)
+    worker = tuple(int(x) for x in args.worker.split("/")) if args.worker else None
+    if worker or args.claims:
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    return args, worker, tuple(getattr(args, groups_flag).split(","))
+
+
 def save_row(path: Path, row: dict) -> dict:
     """Cache one measured row as JSON at ``path`` (atomically, creating its folder); returns ``row``."""
     from ..atomic import atomic_file

@@ -26,9 +26,7 @@ or a point measures only what is new; rows of the stored result are reused the s
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -255,25 +253,14 @@ def recipe_results(preset=None, recipes=("standard",) + DEFAULT_RECIPES, n_eval:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hydralib.suite.recipes", description=__doc__.splitlines()[0])
-    p.add_argument("action", choices=["train", "measure"])
-    p.add_argument("--n-eval", type=int, default=50)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--recompute", action="store_true")
-    p.add_argument("--claims", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--preset", default=None)
-    p.add_argument("--recipes", default=",".join(DEFAULT_RECIPES))
-    p.add_argument("--worker", default=None, help="i/n: train every n-th job from i (run n of them in parallel)")
-    args = p.parse_args(argv)
-    worker = tuple(int(x) for x in args.worker.split("/")) if args.worker else None
-    if worker:
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    recipes = tuple(args.recipes.split(","))
+    from .frontier import sub_zoo_args
+
+    args, worker, recipes = sub_zoo_args("python -m hydralib.suite.recipes", __doc__.splitlines()[0], "recipes",
+                                         DEFAULT_RECIPES, argv)
     if args.action == "train":
         train_recipes(args.preset, recipes, worker=worker)
         return 0
     if args.claims:
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         measure_rows(args.preset, recipes, args.n_eval, claims=Path(args.claims), progress=False)
         return 0
     result = recipe_results(args.preset, recipes, args.n_eval, workers=args.workers, recompute=args.recompute)
