@@ -22,7 +22,7 @@ MANIFEST_NAME = "MANIFEST.json"
 #: Folders of per-method row caches (resuming an interrupted frontier run): not artefacts, not committed
 #: (``.gitignore``), not in the manifest. The frontier JSON next to them is the artefact.
 CACHE_DIRS = ("results/frontier-rows/", "results/vera-frontier-rows/", "results/storage-frontier-rows/",
-              "results/recipes-rows/")
+              "results/recipes-rows/", "results/adapter-types-rows/")
 
 #: The command that writes each committed results file (paths relative to ``data/``); a JSON file that records
 #: its own top-level ``"command"`` (the benchmark outputs) says that instead.
@@ -32,6 +32,7 @@ RESULT_COMMANDS = {
     "results/vera-frontier.json": "make vera-frontier  (python -m hydralib.suite.vera_frontier --recompute)",
     "results/storage-frontier.json": "make storage-frontier  (python -m hydralib.suite.storage_frontier --recompute)",
     "results/recipes.json": "make recipes  (python -m hydralib.suite.recipes measure --recompute)",
+    "results/adapter_types.json": "python -m hydralib.suite.adapter_types measure --recompute",
 }
 
 

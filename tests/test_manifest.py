@@ -53,3 +53,25 @@ def test_committed_data_matches_its_manifest():
     listed = set(json.loads((data / MANIFEST_NAME).read_text())["files"])
     assert verify_manifest(data) == []
     assert set(build_manifest(data)["files"]) == listed
+
+
+def test_every_row_cache_of_the_suite_is_kept_out_of_the_manifest():
+    """A suite module that caches rows under ``results/<name>-rows/`` must have that folder in CACHE_DIRS, or a
+    checkout that ran it no longer matches its manifest."""
+    import re
+    from pathlib import Path
+
+    from hydralib.manifest import CACHE_DIRS
+
+    suite = Path(__file__).resolve().parents[1] / "hydralib" / "suite"
+    used = {m for f in suite.glob("*.py") for m in re.findall(r'results_path\(preset, "([a-z-]+-rows)"\)', f.read_text())}
+    assert len(used) >= 5 and {f"results/{u}/" for u in used} <= set(CACHE_DIRS)
+
+
+def test_every_committed_result_names_the_command_that_wrote_it():
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    files = json.loads((data / MANIFEST_NAME).read_text())["files"]
+    results = {k: v for k, v in files.items() if k.startswith(("results/", "bench/")) and k.endswith(".json")}
+    assert results and not [k for k, v in results.items() if not v.get("command")]
