@@ -66,6 +66,11 @@ def test_types_sentence_follows_the_numbers_and_the_side_verdict():
     assert "int4 1.000 [0.990, 1.010] at 26.0 %, and sharing A beats sharing B" in text
     assert "AdaLoRA" in text and "neither side beats the other" in text
     assert fd.types_sentence({"types": None}) == "" and fd.types_sentence({}) == ""
+    f["types"] = {"vera": {"hydra": point(0.5, 0.45, 0.55, 0.6), "int4": None, "side": {"verdict": "worse"}}, **f["types"]}
+    text = fd.types_sentence(f)
+    assert text.startswith("On VeRA, DoRA and AdaLoRA adapters of the recipe tasks, VeRA: a shared λ_d' and one head "
+                           "per task keeps 0.500 [0.450, 0.550] at 60.0 % of its bytes, and sharing λ_b beats sharing "
+                           "λ_d; DoRA")
 
 
 def test_replace_block_replaces_only_the_block():

@@ -8,25 +8,27 @@
 batch, seed and schedule. Only the adapter type differs.
 
 ``python -m hydralib.suite.adapter_types measure`` then measures, per type, on
-the first ``n_eval`` test examples of each task (:mod:`.adapter_types_measure`).
+the first ``n_eval`` test examples of each task (:mod:`.adapter_types_measure`),
+with the zoo's VeRA adapters of the same tasks beside them (:mod:`.adapter_types_vera`).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from .adapter_types_measure import TRAIN_COMMAND, TYPES, train_types
+from .adapter_types_measure import MEASURED, TRAIN_COMMAND, TYPES, train_types
 
-__all__ = ["TRAIN_COMMAND", "TYPES", "train_types", "main"]
+__all__ = ["MEASURED", "TRAIN_COMMAND", "TYPES", "train_types", "main"]
 
 
 def main(argv=None) -> int:
     from .frontier import sub_zoo_args
 
     args, worker, kinds = sub_zoo_args("python -m hydralib.suite.adapter_types", __doc__.splitlines()[0], "types",
-                                       TYPES, argv)
-    if args.action == "train":
-        train_types(args.preset, kinds, worker=worker)
+                                       MEASURED, argv)
+    if args.action == "train":  # the zoo trains VeRA: left out of the default
+        train_types(args.preset, kinds if "--types" in (argv or sys.argv) else TYPES, worker=worker)
         return 0
     from .adapter_types_measure import measure_rows, print_results, type_results
 

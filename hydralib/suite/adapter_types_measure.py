@@ -36,7 +36,10 @@ from tqdm.auto import tqdm
 
 VERSION = 1
 HYDRA_MAGNITUDE = "lstsq"
+#: The groups trained here (the zoo trains VeRA with LoRA).
 TYPES = ("dora", "adalora")
+#: The types measured, VeRA (the zoo's adapters of the same tasks, :mod:`.adapter_types_vera`) first.
+MEASURED = ("vera",) + TYPES
 TRAIN_COMMAND = "python -m hydralib.suite.adapter_types train"
 
 
@@ -48,6 +51,9 @@ def train_types(preset=None, kinds=TYPES, root: str | Path | None = None, worker
     from .training import train_sub_zoo, type_jobs
 
     preset = preset if hasattr(preset, "tasks") else get_preset(preset)
+    if "vera" in kinds:
+        raise ValueError("hydralib.suite.adapter_types: VeRA adapters are trained with the zoo "
+                         "(`python -m hydralib.suite.zoo --kinds vera`), not here")
     root = Path(root) if root is not None else zoo_dir(preset) / "adapters"
     return train_sub_zoo(preset, type_jobs(preset, kinds), root, worker, progress, TRAIN_COMMAND)
 
@@ -72,6 +78,10 @@ def type_adapters(preset, kind: str):
     from .training import is_complete
 
     tasks = type_tasks(preset)
+    if kind == "vera":
+        from .adapter_types_vera import vera_type_adapters
+
+        return vera_type_adapters(preset, tasks)
     dirs = type_directories(preset, kind, tasks)
     missing = [d.name for d in dirs if not is_complete(d)]
     if missing:
@@ -84,6 +94,10 @@ def type_adapters(preset, kind: str):
 def type_points(preset, kind: str) -> list[tuple[str, dict]]:
     """``(name, params)`` of every point measured for ``kind`` (``individual`` first: the reference)."""
     r = preset.lora_rank
+    if kind == "vera":
+        from .adapter_types_vera import vera_points
+
+        return vera_points(preset)
     if kind == "adalora":
         from .storage_frontier import storage_methods
 
@@ -95,7 +109,7 @@ def type_points(preset, kind: str) -> list[tuple[str, dict]]:
                    for h, rank in (("task", r), ("task", max(1, r // 2)), ("application", r), (1, r))]
         points += [(m, {"family": "merge", "method": m, "rank": r}) for m in ("task_arithmetic", "dare_ties")]
     else:
-        raise ValueError(f"hydralib.suite.adapter_types: unknown adapter type {kind!r} (dora or adalora)")
+        raise ValueError(f"hydralib.suite.adapter_types: unknown adapter type {kind!r} (vera, dora or adalora)")
     points.append((f"hydraopt-task-r{r}-sideB", {"family": "hydraopt", "heads": "task", "rank": r, "side": "B"}))
     return points
 
@@ -154,7 +168,13 @@ def _point_row(preset, kind, name, params, aset, model, tokenizer, pairs) -> dic
     from .storage_frontier import StorageSpec, build, score_examples
 
     t0 = time.perf_counter()
-    if kind == "dora":
+    mapping = None
+    if kind == "vera":  # numbers in fp16, relative to the VeRA adapters' own numbers (module docstring)
+        from .adapter_types_vera import build_vera_point
+
+        scored, mapping, stored, own, rel, extra = build_vera_point(preset, params, aset)
+        nbytes, ref, space = 2 * stored, 2 * own, "dW"
+    elif kind == "dora":
         cset, extra = _build_dora(name, params, aset, model, preset)
         scored = cset.to_adapter_set()
         nbytes, rel, space = cset.nbytes(), _dora_loss(aset, scored, model), "W"
@@ -169,8 +189,9 @@ def _point_row(preset, kind, name, params, aset, model, tokenizer, pairs) -> dic
         else:
             cset, extra = build(StorageSpec(name, params["family"], p), aset, preset)
         scored, nbytes, rel, space = cset.to_adapter_set(), cset.nbytes(), relative_loss(cset, aset), "dW"
-    ref = adapter_file_bytes(type_directories(preset, kind, aset.tasks))
-    scores = score_examples(model, tokenizer, pairs, scored, preset.compute_dtype)
+    if kind != "vera":
+        ref = adapter_file_bytes(type_directories(preset, kind, aset.tasks))
+    scores = score_examples(model, tokenizer, pairs, scored, preset.compute_dtype, mapping)
     return {"kind": kind, "name": name, "params": params, "bytes": nbytes, "relative_bytes": nbytes / ref,
             "relative_loss": rel, "loss_space": space, "scores": scores, "seconds": time.perf_counter() - t0, **extra}
 
@@ -179,15 +200,20 @@ def _structure(preset, kind, aset) -> dict:
     from ..analysis import summarise_asymmetry
     from ..compress import adapter_file_bytes
 
-    overlap = summarise_asymmetry(aset)["measures"]["overlap"]
     dirs = type_directories(preset, kind, aset.tasks)
+    if kind == "vera":  # the vectors' similarity between tasks (no A or B of its own: the projections are shared)
+        from .adapter_types_vera import vera_structure
+
+        return {"kind": kind, "name": "structure", "file_bytes": adapter_file_bytes(dirs) / len(dirs),
+                "rank_mean": float(aset.rank(aset.tasks[0], aset.modules[0])), **vera_structure(aset)}
+    overlap = summarise_asymmetry(aset)["measures"]["overlap"]
     ranks = [aset.rank(t, m) for t in aset.tasks for m in aset.modules]
     return {"kind": kind, "name": "structure", "file_bytes": adapter_file_bytes(dirs) / len(dirs),
             "overlap_a": float(overlap["corrected_a"]["overall"]), "overlap_b": float(overlap["corrected_b"]["overall"]),
             "rank_mean": sum(ranks) / len(ranks), "rank_min": min(ranks), "rank_max": max(ranks)}
 
 
-def measure_rows(preset=None, kinds=("dora", "adalora"), n_eval: int = 50, claims: Path | None = None,
+def measure_rows(preset=None, kinds=MEASURED, n_eval: int = 50, claims: Path | None = None,
                  progress: bool = True) -> list[dict]:
     """Every (type, point) row, cached one file each (resumable; with ``claims`` shared by worker processes)."""
     from ..presets import get_preset
@@ -237,7 +263,7 @@ def _hash(preset, kinds, n_eval) -> str:
     return digest.hexdigest()
 
 
-def type_results(preset=None, kinds=("dora", "adalora"), n_eval: int = 50, workers: int = 1, recompute: bool = False,
+def type_results(preset=None, kinds=MEASURED, n_eval: int = 50, workers: int = 1, recompute: bool = False,
                  stored_only: bool = False, progress: bool = True) -> dict | None:
     """``results/adapter_types.json`` when its hash matches; else measured (in ``workers`` processes) and stored.
 
@@ -247,12 +273,14 @@ def type_results(preset=None, kinds=("dora", "adalora"), n_eval: int = 50, worke
     """
     from ..presets import get_preset
     from ..stats import summarise
-    from .artifacts import results_path
+    from .artifacts import ensure_zoo, results_path
     from .frontier import run_claiming_workers, stored_result, write_result
     from .training import RECORD_NAME, is_complete
 
     preset = preset if hasattr(preset, "tasks") else get_preset(preset)
     path = results_path(preset, "adapter_types")
+    if "vera" in kinds and not stored_only:
+        ensure_zoo(preset, results=False)  # the tiny preset trains its zoo (VeRA included) here
     complete = all(is_complete(d) for k in kinds for d in type_directories(preset, k))
     if not complete:
         if stored_only:
@@ -260,7 +288,7 @@ def type_results(preset=None, kinds=("dora", "adalora"), n_eval: int = 50, worke
         if preset.name == "default":  # the committed groups: the error names what is missing and how to train it
             for kind in kinds:
                 type_adapters(preset, kind)
-        train_types(preset, kinds, progress=False)
+        train_types(preset, [k for k in kinds if k in TYPES], progress=False)
     expected = _hash(preset, kinds, n_eval)
     stored = stored_result(path, expected)
     if stored is not None and not recompute:
@@ -286,7 +314,9 @@ def type_results(preset=None, kinds=("dora", "adalora"), n_eval: int = 50, worke
 def print_results(result: dict) -> None:
     for kind, r in result["types"].items():
         st = r["structure"]
-        print(f"{kind:8s} {st['file_bytes'] / 1e6:.2f} MB/adapter  overlap A {st['overlap_a']:.3f} B {st['overlap_b']:.3f}")
+        similar = (f"cos lambda_d {st['cos_d']:.3f} (moved {st['cos_d_moved']:.3f}) lambda_b {st['cos_b']:.3f}"
+                   if kind == "vera" else f"overlap A {st['overlap_a']:.3f} B {st['overlap_b']:.3f}")
+        print(f"{kind:8s} {st['file_bytes'] / 1e6:.3f} MB/adapter  {similar}")
         for point in r["points"]:
             m = r["stats"]["methods"][point["name"]]
             print(f"   {point['name']:26s} bytes {point['relative_bytes']:.3f} loss {point['relative_loss']:.4f} "

@@ -165,10 +165,10 @@ def recipe_findings(preset) -> dict | None:
 
 
 def types_findings(preset) -> dict | None:
-    """The other adapter types' headline when stored: per type, sharing A (one head per task, r' = r) against its own
-    adapters and against sharing B, and int4 per adapter."""
+    """The other adapter types' headline when stored: per type, sharing A (VeRA: λ_d; one head per task, r' = r)
+    against its own adapters and against sharing B, and int4 per adapter (None for VeRA)."""
     from .adapter_types_measure import type_results
-    from .types_report import points, side_verdicts
+    from .types_report import points, side_pair, side_verdicts
 
     result = type_results(preset, progress=False, stored_only=True)
     if result is None:
@@ -176,7 +176,7 @@ def types_findings(preset) -> dict | None:
     r = preset.lora_rank
     pts = {(p["kind"], p["name"]): p for p in points(result)}
     sides = side_verdicts(result, r)
-    return {kind: {"hydra": pts.get((kind, f"hydraopt-task-r{r}")), "int4": pts.get((kind, "int4")),
+    return {kind: {"hydra": pts.get((kind, side_pair(kind, r)[0])), "int4": pts.get((kind, "int4")),
                    "side": sides.get(kind)} for kind in result["types"]}
 
 
@@ -224,8 +224,8 @@ def recipe_sentence(f: dict) -> str:
 
 
 def types_sentence(f: dict) -> str:
-    """Sixth sentence: DoRA and AdaLoRA on the bytes axis (empty without stored results)."""
-    from .types_report import LABELS
+    """Sixth sentence: VeRA, DoRA and AdaLoRA on the bytes axis (empty without stored results)."""
+    from .types_report import LABELS, SIDE_NAMES
 
     ty = f.get("types")
     if not ty:
@@ -233,15 +233,19 @@ def types_sentence(f: dict) -> str:
     parts = []
     for kind, t in ty.items():
         h, q, side = t["hydra"], t["int4"], t["side"]
-        if h is None or q is None:
+        if h is None:
             continue
-        text = (f"{LABELS[kind]}: a shared A' and one head per task keeps {_ci(h)} at {_pct(h['relative_bytes'])} "
-                f"of its bytes, int4 {_ci(q)} at {_pct(q['relative_bytes'])}")
+        a, b = SIDE_NAMES.get(kind, ("A", "B"))
+        text = f"{LABELS[kind]}: a shared {a}' and one head per task keeps {_ci(h)} at {_pct(h['relative_bytes'])} of its bytes"
+        if q is not None:
+            text += f", int4 {_ci(q)} at {_pct(q['relative_bytes'])}"
         if side is not None:
-            text += {"better": ", and sharing A beats sharing B", "worse": ", and sharing B beats sharing A"}.get(
+            text += {"better": f", and sharing {a} beats sharing {b}", "worse": f", and sharing {b} beats sharing {a}"}.get(
                 side["verdict"], ", and neither side beats the other")
         parts.append(text)
-    return ("On DoRA and AdaLoRA adapters of the recipe tasks, " + "; ".join(parts) + ".") if parts else ""
+    labels = [LABELS[k] for k in ty]
+    names = " and ".join([", ".join(labels[:-1]), labels[-1]] if len(labels) > 1 else labels)
+    return (f"On {names} adapters of the recipe tasks, " + "; ".join(parts) + ".") if parts else ""
 
 
 def figure_path(f: dict) -> str:

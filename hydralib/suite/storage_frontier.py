@@ -121,8 +121,9 @@ def build(spec: StorageSpec, aset, preset):
     raise ValueError(f"hydralib.suite.storage_frontier: unknown family {spec.family!r}")
 
 
-def score_examples(model, tokenizer, pairs: dict, eval_set, compute_dtype=None) -> dict:
-    """``{task: {"hits": "0110...", "graded": mean fraction of answer tokens right}}`` of ``eval_set`` (one adapter a task)."""
+def score_examples(model, tokenizer, pairs: dict, eval_set, compute_dtype=None, mapping: dict | None = None) -> dict:
+    """``{task: {"hits": "0110...", "graded": mean fraction of answer tokens right}}`` of ``eval_set``: task ``t`` runs
+    with its adapter ``mapping[t]`` of ``eval_set`` (default: the adapter named ``t``)."""
     from ..runtime import applied
     from .evaluation import answer_scores_ids
 
@@ -130,7 +131,7 @@ def score_examples(model, tokenizer, pairs: dict, eval_set, compute_dtype=None) 
     model.eval()
     out = {}
     for task, task_pairs in pairs.items():
-        with applied(model, eval_set, task):
+        with applied(model, eval_set, (mapping or {}).get(task, task)):
             exact, graded = answer_scores_ids(model, task_pairs, pad, compute_dtype=compute_dtype)
         out[task] = {"hits": "".join("1" if h else "0" for h in exact.tolist()), "graded": float(graded.mean())}
     return out

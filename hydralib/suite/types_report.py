@@ -1,4 +1,4 @@
-"""What the "Other adapter types" chapter shows: DoRA and AdaLoRA beside LoRA, on the same tasks and examples.
+"""What the "Other adapter types" chapter shows: VeRA, DoRA and AdaLoRA beside LoRA, on the same tasks and examples.
 
 Reads ``results/adapter_types.json`` (:func:`~hydralib.suite.adapter_types_measure.type_results`) and, for
 LoRA, the ``standard`` recipe of ``results/recipes.json`` (the zoo's own LoRAs of the same tasks, scored on
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 
-LABELS = {"lora": "LoRA", "dora": "DoRA", "adalora": "AdaLoRA"}
+LABELS = {"lora": "LoRA", "vera": "VeRA", "dora": "DoRA", "adalora": "AdaLoRA"}
+#: What each type shares in HydraOpt's two sides (VeRA: its vectors; the projections are shared anyway).
+SIDE_NAMES = {"vera": ("λ_d", "λ_b")}
 TARGET = 0.98  # "nearly lossless", the paper's bar (its worst drop is 1.8 %)
 
 
@@ -57,20 +59,33 @@ def own_quality(types_result: dict, recipes_result: dict | None = None) -> dict:
     return out
 
 
+def side_pair(kind: str, rank: int) -> tuple[str, str]:
+    """The two points of the side comparison, one head per task: (sharing A, sharing B); for VeRA (sharing λ_d, the
+    input side, sharing λ_b)."""
+    if kind == "vera":
+        from .adapter_types_vera import SIDE_PAIR
+
+        return SIDE_PAIR
+    return f"hydraopt-task-r{rank}", f"hydraopt-task-r{rank}-sideB"
+
+
 def side_verdicts(types_result: dict, rank: int) -> dict:
-    """Per type: HydraOpt with one head per task at r' = ``rank``, sharing A against sharing B (paired difference of
-    relative performance, A - B, against the type's own adapters)."""
+    """Per type: HydraOpt with one head per task (at r' = ``rank``), sharing A against sharing B (paired difference
+    of relative performance, A - B, against the type's own adapters), with each side's similarity between tasks
+    (chance-corrected subspace overlap; VeRA: mean cosine of λ_d's movement from its start and of λ_b)."""
     from ..stats import compare_rows
 
     out = {}
     for kind, e in types_result["types"].items():
         rows = {p["name"]: p for p in e["points"]}
-        a, b = rows.get(f"hydraopt-task-r{rank}"), rows.get(f"hydraopt-task-r{rank}-sideB")
+        a, b = (rows.get(name) for name in side_pair(kind, rank))
         if a is None or b is None:
             continue
         c = compare_rows(a, b, rows["individual"])
-        out[kind] = {**c, "loss_a": a["relative_loss"], "loss_b": b["relative_loss"],
-                     "overlap_a": e["structure"]["overlap_a"], "overlap_b": e["structure"]["overlap_b"]}
+        st = e["structure"]
+        similar = (st["cos_d_moved"], st["cos_b"]) if kind == "vera" else (st["overlap_a"], st["overlap_b"])
+        out[kind] = {**c, "loss_a": a["relative_loss"], "loss_b": b["relative_loss"], "similar_a": similar[0],
+                     "similar_b": similar[1], "point_a": a["name"], "point_b": b["name"]}
     return out
 
 
@@ -112,11 +127,16 @@ def finding_lines(types_result: dict, recipes_result: dict | None, rank: int, fi
     lines.append("**Storage per adapter** (fp16 files): " + ", ".join(
         f"{LABELS[k]} {mb:.2f} MB" for k, mb in file_mb.items()) + ".")
     for kind, s in sides.items():
-        word = {"better": "sharing A is better", "worse": "sharing B is better"}.get(s["verdict"], "neither side wins")
-        lines.append(f"**{LABELS[kind]}: which side to share.** One head per task at r' = {rank}: sharing A minus "
-                     f"sharing B, relative performance {s['difference']:+.3f} [{s['ci'][0]:+.3f}, {s['ci'][1]:+.3f}], "
-                     f"so {word}; relative loss {s['loss_a']:.3f} (A) and {s['loss_b']:.3f} (B); chance-corrected "
-                     f"overlap between tasks {s['overlap_a']:.2f} (A) and {s['overlap_b']:.2f} (B).")
+        a, b = SIDE_NAMES.get(kind, ("A", "B"))
+        word = {"better": f"sharing {a} is better", "worse": f"sharing {b} is better"}.get(s["verdict"],
+                                                                                        "neither side wins")
+        similar = (f"mean cosine between tasks of λ_d's movement from its start {s['similar_a']:.2f} and of λ_b "
+                   f"{s['similar_b']:.2f}" if kind == "vera" else
+                   f"chance-corrected overlap between tasks {s['similar_a']:.2f} (A) and {s['similar_b']:.2f} (B)")
+        lines.append(f"**{LABELS[kind]}: which side to share.** One head per task"
+                     + ("" if kind == "vera" else f" at r' = {rank}") + f": sharing {a} minus sharing {b}, relative "
+                     f"performance {s['difference']:+.3f} [{s['ci'][0]:+.3f}, {s['ci'][1]:+.3f}], so {word}; "
+                     f"relative loss {s['loss_a']:.3f} ({a}) and {s['loss_b']:.3f} ({b}); {similar}.")
     for kind, c in cheap.items():
         lines.append(f"**{LABELS[kind]}: fewest bytes at {TARGET:.2f} of its own adapters** (lower end of the "
                      f"interval): {fmt_point(c['ci'])}" + ("" if c["ci"] is not None and c["point"] is c["ci"]
