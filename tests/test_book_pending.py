@@ -41,7 +41,8 @@ def test_vera_is_in_the_toc_exactly_when_its_default_inputs_are_committed():
 
 def test_other_types_is_in_the_toc_exactly_when_its_default_inputs_are_committed():
     """"Other adapter types" is published when, and only when, the default zoo's DoRA and AdaLoRA groups and the
-    results measured on them are committed (otherwise the book command would train for hours)."""
+    results measured on them and on the zoo's VeRA adapters are committed (otherwise the book command would train
+    for hours)."""
     from hydralib.suite.adapter_types_measure import type_results
 
     ready = type_results("default", stored_only=True) is not None

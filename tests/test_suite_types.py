@@ -167,6 +167,38 @@ def test_type_results_measure_every_point_of_both_types(tiny_types):
     assert losses["lstsq"] <= min(losses["kept"], losses["refit"]) + 1e-12  # the least-squares fit is never worse
 
 
+def test_vera_is_measured_beside_them_on_the_same_tasks_and_examples(tiny_types):
+    """The zoo's VeRA adapters of the same tasks: every VeRA point, bytes of the stored numbers against the adapters'
+    own, dW losses that follow the heads, and the side comparison that the report reads."""
+    from hydralib.storage import set_params
+    from hydralib.suite import types_report
+    from hydralib.suite.adapter_types_measure import type_adapters, type_points
+
+    preset, result = tiny_types
+    assert list(result["types"]) == ["vera", "dora", "adalora"]
+    t = result["types"]["vera"]
+    rows = {p["name"]: p for p in t["points"]}
+    assert list(rows) == [n for n, _ in type_points(preset, "vera")]
+    assert list(rows["individual"]["scores"]) == list(result["types"]["dora"]["points"][0]["scores"])
+    assert {len(s["hits"]) for p in t["points"] for s in p["scores"].values()} == {4}
+    vera = type_adapters(preset, "vera")
+    assert vera.kind == "vera" and rows["individual"]["bytes"] == 2 * set_params(vera)
+    assert rows["individual"]["relative_bytes"] == 1.0 and rows["individual"]["relative_loss"] == 0.0
+    n = len(vera.tasks)
+    assert rows["task_arithmetic"]["relative_bytes"] == pytest.approx(1 / n)  # one set of vectors for every task
+    assert rows["hydraopt-1-d"]["relative_loss"] >= rows["hydraopt-task-d"]["relative_loss"] - 1e-9
+    assert 0 < rows["task_arithmetic"]["relative_loss"]
+    assert rows["hydraopt-task-d"]["heads_k"] == rows["hydraopt-task-b"]["heads_k"] == n
+    assert -1 <= t["structure"]["cos_b"] <= 1 and t["structure"]["d_initial"] > 0
+    side = types_report.side_verdicts(result, preset.lora_rank)["vera"]
+    assert (side["point_a"], side["point_b"]) == ("hydraopt-task-d", "hydraopt-task-b")
+    assert side["similar_a"] == t["structure"]["cos_d_moved"]
+    with pytest.raises(ValueError, match="VeRA adapters are trained with the zoo"):
+        from hydralib.suite.adapter_types_measure import train_types
+
+        train_types(preset, ("vera",))
+
+
 def test_type_results_are_read_back_by_hash_without_measuring(tiny_types, monkeypatch):
     from hydralib.suite import adapter_types_measure as atm
 

@@ -1,6 +1,7 @@
-"""Other adapter types, measured: own-task quality, storage, structure and the bytes frontier of DoRA and AdaLoRA.
+"""Other adapter types, measured: own quality, storage, structure and the bytes frontier of VeRA, DoRA and AdaLoRA.
 
-Per type (the groups :mod:`.adapter_types` trains), on the first ``n_eval`` test
+Per type (the groups :mod:`.adapter_types` trains, and the zoo's VeRA adapters of
+the same tasks, :mod:`.adapter_types_vera`), on the first ``n_eval`` test
 examples of every task:
 
 * ``structure``: file bytes per adapter, chance-corrected overlap of A and of B

@@ -319,7 +319,7 @@ CHAPTERS = {"similarity": "Cross-task similarity: which side is shared?",
             "frontier": "The efficiency-performance frontier",
             "storage": "Every way to keep N adapters in fewer bytes",
             "sharing_a": "When does sharing A work?",
-            "other_types": "Other adapter types: DoRA and AdaLoRA"}
+            "other_types": "Other adapter types: VeRA, DoRA and AdaLoRA"}
 MAX_ITEMS = 6
 
 

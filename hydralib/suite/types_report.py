@@ -35,7 +35,7 @@ def points(types_result: dict, recipes_result: dict | None = None) -> list[dict]
     for kind, e in entries(types_result, recipes_result).items():
         for p in e["points"]:
             s = e["stats"]["methods"][p["name"]]
-            rows.append({"kind": kind, "name": p["name"], "relative_bytes": p["relative_bytes"],
+            rows.append({"kind": kind, "name": p["name"], "bytes": p["bytes"], "relative_bytes": p["relative_bytes"],
                          "relative_loss": p["relative_loss"], "loss_space": p.get("loss_space", "dW"),
                          "relative": s["relative"], "lo": s["ci"][0], "hi": s["ci"][1],
                          "exact_match": s["exact_match"]})
@@ -143,6 +143,35 @@ def finding_lines(types_result: dict, recipes_result: dict | None, rank: int, fi
                                                             else f"; by the point estimate: {fmt_point(c['point'])}")
                      + ".")
     return ["- " + line for line in lines]
+
+
+def summary_table(types_result: dict, recipes_result: dict | None, rank: int, file_mb: dict
+                  ) -> tuple[list[list[str]], list[str]]:
+    """``(rows, header)``: one row per type (LoRA first): MB per adapter file, own-task exact match, HydraOpt with a
+    shared A (VeRA: λ_d) and one head per task, the side comparison, and the fewest bytes that keep :data:`TARGET`
+    by the lower end of the interval. Bytes per task are the point's bytes over the number of tasks."""
+    own = own_quality(types_result, recipes_result)
+    sides = side_verdicts(types_result, rank)
+    cheap = cheapest(types_result, recipes_result)
+    by = {(p["kind"], p["name"]): p for p in points(types_result, recipes_result)}
+    n = len(next(iter(types_result["types"].values()))["points"][0]["scores"])
+
+    def at(p):
+        return "none" if p is None else (f"`{p['name']}`: {p['bytes'] / n / 1e6:.3f} MB "
+                                         f"({p['relative_bytes']:.3f}), {p['relative']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]")
+
+    rows = []
+    for kind in entries(types_result, recipes_result):
+        a, b = SIDE_NAMES.get(kind, ("A", "B"))
+        s = sides.get(kind)
+        side = ("not measured here" if s is None else
+                f"{a} − {b}: {s['difference']:+.3f} [{s['ci'][0]:+.3f}, {s['ci'][1]:+.3f}], " + {
+                    "better": f"{a} wins", "worse": f"{b} wins"}.get(s["verdict"], "within noise"))
+        rows.append([LABELS[kind], f"{file_mb[kind]:.3f}", f"{own[kind]['mean']:.3f}",
+                     at(by.get((kind, side_pair(kind, rank)[0]))), side, at(cheap[kind]["ci"])])
+    return rows, ["type", "MB per adapter file", "own exact match",
+                  "shared A' (VeRA: λ_d'), one head per task: MB per task (of own), relative performance [95 % CI]",
+                  "which side to share (paired difference)", f"fewest bytes keeping {TARGET:.2f} (lower end of CI)"]
 
 
 def type_table(types_result: dict, recipes_result: dict | None, kind: str) -> tuple[list[list[str]], list[str]]:
