@@ -220,3 +220,33 @@ def test_rows_of_the_stored_result_are_reused_without_the_row_cache(tiny_types, 
     monkeypatch.setattr("hydralib.suite.models.load_base_model", lambda *a, **k: pytest.fail("measured again"))
     rows = atm.measure_rows(preset, ("dora",), n_eval=4, progress=False)
     assert [r["name"] for r in rows] == ["structure"] + [p["name"] for p in result["types"]["dora"]["points"]]
+
+
+def test_the_report_on_the_committed_results_states_what_the_statistics_say():
+    """The summary table and findings of the committed default result: one row per type (LoRA first), the side
+    verdict is the paired bootstrap's, and the fewest-bytes cell is the cheapest point whose interval clears 0.98."""
+    from hydralib.presets import get_preset
+    from hydralib.stats import compare_rows
+    from hydralib.suite import recipes
+    from hydralib.suite import types_report as report
+    from hydralib.suite.adapter_types_measure import type_results
+
+    preset = get_preset("default")
+    result = type_results(preset, stored_only=True)
+    if result is None:
+        pytest.skip("no committed adapter-type results")
+    lora = recipes.recipe_results(preset, recipes.BOOK_RECIPES, progress=False, stored_only=True)
+    file_mb = {"lora": 1.0, **{k: e["structure"]["file_bytes"] / 1e6 for k, e in result["types"].items()}}
+    rows, header = report.summary_table(result, lora, preset.lora_rank, file_mb)
+    assert [r[0] for r in rows] == ["LoRA", "VeRA", "DoRA", "AdaLoRA"] and len(header) == len(rows[0])
+    for row, (kind, e) in zip(rows[1:], result["types"].items()):
+        pts = {p["name"]: p for p in e["points"]}
+        a, b = report.side_pair(kind, preset.lora_rank)
+        verdict = compare_rows(pts[a], pts[b], pts["individual"])["verdict"]
+        name_a, name_b = report.SIDE_NAMES.get(kind, ("A", "B"))
+        assert row[4].endswith({"better": f"{name_a} wins", "worse": f"{name_b} wins"}.get(verdict, "within noise"))
+        clear = [(p["relative_bytes"], n) for n, p in pts.items() if n != "individual"
+                 and e["stats"]["methods"][n]["ci"][0] >= report.TARGET]
+        assert row[5] == "none" if not clear else row[5].startswith(f"`{min(clear)[1]}`")
+    text = "\n".join(report.finding_lines(result, lora, preset.lora_rank, file_mb))
+    assert text.count("which side to share") == 3 and "Fewest bytes that keep 0.98" in text

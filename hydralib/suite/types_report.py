@@ -109,6 +109,10 @@ def fmt_point(p: dict | None) -> str:
             f"[{p['lo']:.3f}, {p['hi']:.3f}]")
 
 
+def fmt_short(p: dict | None) -> str:
+    return "none" if p is None else f"`{p['name']}` at {p['relative_bytes']:.3f} of its bytes ({p['relative']:.3f})"
+
+
 def finding_lines(types_result: dict, recipes_result: dict | None, rank: int, file_mb: dict) -> list[str]:
     """The chapter's findings, one Markdown bullet each, computed from the results (``file_mb``: MB per adapter)."""
     own = own_quality(types_result, recipes_result)
@@ -137,11 +141,9 @@ def finding_lines(types_result: dict, recipes_result: dict | None, rank: int, fi
                      + ("" if kind == "vera" else f" at r' = {rank}") + f": sharing {a} minus sharing {b}, relative "
                      f"performance {s['difference']:+.3f} [{s['ci'][0]:+.3f}, {s['ci'][1]:+.3f}], so {word}; "
                      f"relative loss {s['loss_a']:.3f} ({a}) and {s['loss_b']:.3f} ({b}); {similar}.")
-    for kind, c in cheap.items():
-        lines.append(f"**{LABELS[kind]}: fewest bytes at {TARGET:.2f} of its own adapters** (lower end of the "
-                     f"interval): {fmt_point(c['ci'])}" + ("" if c["ci"] is not None and c["point"] is c["ci"]
-                                                            else f"; by the point estimate: {fmt_point(c['point'])}")
-                     + ".")
+    reach = [f"{LABELS[k]} {fmt_short(c['ci'])}" for k, c in cheap.items()]
+    lines.append(f"**Fewest bytes that keep {TARGET:.2f} of a type's own adapters** (by the lower end of the "
+                 "interval; a type with no such point has none measured): " + "; ".join(reach) + ".")
     return ["- " + line for line in lines]
 
 
