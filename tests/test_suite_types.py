@@ -184,6 +184,8 @@ def test_vera_is_measured_beside_them_on_the_same_tasks_and_examples(tiny_types)
     vera = type_adapters(preset, "vera")
     assert vera.kind == "vera" and rows["individual"]["bytes"] == 2 * set_params(vera)
     assert rows["individual"]["relative_bytes"] == 1.0 and rows["individual"]["relative_loss"] == 0.0
+    assert 0 < rows["int8"]["relative_loss"] < rows["int4"]["relative_loss"]
+    assert rows["int4"]["relative_bytes"] < rows["int8"]["relative_bytes"] < 1  # codes and one fp16 scale per vector
     n = len(vera.tasks)
     assert rows["task_arithmetic"]["relative_bytes"] == pytest.approx(1 / n)  # one set of vectors for every task
     assert rows["hydraopt-1-d"]["relative_loss"] >= rows["hydraopt-task-d"]["relative_loss"] - 1e-9

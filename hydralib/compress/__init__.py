@@ -33,6 +33,7 @@ from .container import TENSORS_NAME, CompressedAdapters, adapter_file_bytes, loa
 from .jd import compress_then_serve, fit_module
 from .quantization import quantize, relative_loss, update_energy
 from .truncation import truncate, truncate_factors
+from .vera import quantize_vera
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def compress_adapters(aset, method: str, **knobs) -> CompressedAdapters:
     return cset
 
 
-__all__ = ["COMPRESSORS", "TENSORS_NAME", "Compressor", "CompressedAdapters", "compress_adapters", "compeft", "compress_then_serve",
+__all__ = ["quantize_vera", "COMPRESSORS", "TENSORS_NAME", "Compressor", "CompressedAdapters", "compress_adapters", "compeft", "compress_then_serve",
            "decode", "encode", "encoded_bytes", "fit_module", "adapter_file_bytes", "from_hydraopt", "from_merged",
            "load_compressed", "pack_bits", "parse_codec", "quantize", "quantize_codes", "relative_loss", "truncate",
            "truncate_factors", "unpack_bits", "update_energy", "with_magnitudes"]

@@ -173,8 +173,8 @@ def _point_row(preset, kind, name, params, aset, model, tokenizer, pairs) -> dic
     if kind == "vera":  # numbers in fp16, relative to the VeRA adapters' own numbers (module docstring)
         from .adapter_types_vera import build_vera_point
 
-        scored, mapping, stored, own, rel, extra = build_vera_point(preset, params, aset)
-        nbytes, ref, space = 2 * stored, 2 * own, "dW"
+        scored, mapping, nbytes, ref, rel, extra = build_vera_point(preset, params, aset)
+        space = "dW"
     elif kind == "dora":
         cset, extra = _build_dora(name, params, aset, model, preset)
         scored = cset.to_adapter_set()

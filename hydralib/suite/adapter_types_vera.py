@@ -8,11 +8,13 @@ and scores, on the same test examples, a few points of the VeRA frontier
 VeRA HydraOpt sharing ``lambda_d`` (the input side, the analogue of sharing A)
 with one head per task, per application and one head, sharing ``lambda_b`` with
 one head per task, and task arithmetic on the vectors (with the scale the VeRA
-frontier tuned on validation, when it is stored).
+frontier tuned on validation, when it is stored); and each adapter's vectors in
+int8 and int4 (:func:`~hydralib.compress.quantize_vera`).
 
-Bytes are those of the numbers stored in fp16, relative to the VeRA adapters' own
-numbers (a VeRA file is mostly its vectors; its safetensors header is left out,
-on both sides). Relative loss is on dW, over the tasks and modules.
+Bytes are those of the numbers stored in fp16 (int8 / int4: the codes and scales
+the codec writes), relative to the VeRA adapters' own numbers in fp16 (a VeRA file
+is mostly its vectors; its safetensors header is left out, on both sides).
+Relative loss is on dW, over the tasks and modules.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import torch
 
 #: (point name, VeRA frontier method name): the points measured for VeRA.
-POINTS = (("individual", "individual"), ("hydraopt-task-d", "vera-hydraopt-d-task"),
+POINTS = (("individual", "individual"), ("int8", "int8"), ("int4", "int4"), ("hydraopt-task-d", "vera-hydraopt-d-task"),
           ("hydraopt-application-d", "vera-hydraopt-d-application"), ("hydraopt-1-d", "vera-hydraopt-d-1"),
           ("task_arithmetic", "task_arithmetic"), ("hydraopt-task-b", "vera-hydraopt-b-task"))
 #: The side comparison: (shares lambda_d, shares lambda_b), one head per task.
@@ -51,7 +53,8 @@ def vera_points(preset) -> list[tuple[str, dict]]:
     """``(name, params)`` of every VeRA point (``individual`` first); params name the VeRA frontier method."""
     out = []
     for name, method in POINTS:
-        params = {"family": "vera", "method": method}
+        params = ({"family": "vera_quantize", "codec": method} if method.startswith("int")
+                  else {"family": "vera", "method": method})
         if method == "task_arithmetic":
             params["values"] = tuned_values(preset, method)
         out.append((name, params))
@@ -70,17 +73,23 @@ def delta_loss(aset, scored, mapping: dict[str, str]) -> float:
 
 
 def build_vera_point(preset, params: dict, aset) -> tuple[object, dict, int, int, float, dict]:
-    """``(set to score, task -> its adapter in that set, numbers stored, the adapters' own numbers, relative loss on
-    dW, extra)`` of one VeRA point (``params`` from :func:`vera_points`)."""
+    """``(set to score, task -> its adapter in that set, bytes stored, the adapters' own bytes (fp16), relative loss
+    on dW, extra)`` of one VeRA point (``params`` from :func:`vera_points`)."""
+    from ..compress import quantize_vera
     from ..storage import set_params
-    from .vera_frontier import build_vera_method, default_vera_methods
+    from .vera_frontier import BYTES_PER_NUMBER, build_vera_method, default_vera_methods
 
+    own = BYTES_PER_NUMBER * set_params(aset)
+    if params["family"] == "vera_quantize":
+        built, nbytes = quantize_vera(aset, params["codec"])
+        mapping = {t: t for t in aset.tasks}
+        return built, mapping, nbytes, own, delta_loss(aset, built, mapping), {}
     spec = next(s for s in default_vera_methods(preset) if s.name == params["method"])
     built, mapping, stored, info = build_vera_method(spec, aset, params.get("values", {}))
     rel = (0.0 if spec.family == "individual" else info["relative_loss"] if "relative_loss" in info
            else delta_loss(aset, built, mapping))
     extra = {"heads_k": info["heads"]} if "heads" in info else {}
-    return built, mapping, stored, set_params(aset), rel, extra
+    return built, mapping, BYTES_PER_NUMBER * stored, own, rel, extra
 
 
 def vera_structure(aset) -> dict:

@@ -236,12 +236,13 @@ def types_sentence(f: dict) -> str:
         if h is None:
             continue
         a, b = SIDE_NAMES.get(kind, ("A", "B"))
-        text = f"{LABELS[kind]}: a shared {a}' and one head per task keeps {_ci(h)} at {_pct(h['relative_bytes'])} of its bytes"
+        text = (f"{LABELS[kind]}: a shared {a}' and one head per task keeps {_ci(h)} at "
+                f"{_pct(h['relative_bytes'])} of its bytes")
         if q is not None:
             text += f", int4 {_ci(q)} at {_pct(q['relative_bytes'])}"
         if side is not None:
-            text += {"better": f", and sharing {a} beats sharing {b}", "worse": f", and sharing {b} beats sharing {a}"}.get(
-                side["verdict"], ", and neither side beats the other")
+            verdicts = {"better": f", and sharing {a} beats sharing {b}", "worse": f", and sharing {b} beats sharing {a}"}
+            text += verdicts.get(side["verdict"], ", and neither side beats the other")
         parts.append(text)
     labels = [LABELS[k] for k in ty]
     names = " and ".join([", ".join(labels[:-1]), labels[-1]] if len(labels) > 1 else labels)

@@ -159,8 +159,10 @@ def summary_table(types_result: dict, recipes_result: dict | None, rank: int, fi
     n = len(next(iter(types_result["types"].values()))["points"][0]["scores"])
 
     def at(p):
-        return "none" if p is None else (f"`{p['name']}`: {p['bytes'] / n / 1e6:.3f} MB "
-                                         f"({p['relative_bytes']:.3f}), {p['relative']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]")
+        if p is None:
+            return "none"
+        return (f"`{p['name']}`: {p['bytes'] / n / 1e6:.3f} MB ({p['relative_bytes']:.3f}), "
+                f"{p['relative']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]")
 
     rows = []
     for kind in entries(types_result, recipes_result):
