@@ -28,7 +28,8 @@ def main(argv=None) -> int:
     args, worker, kinds = sub_zoo_args("python -m hydralib.suite.adapter_types", __doc__.splitlines()[0], "types",
                                        MEASURED, argv)
     if args.action == "train":  # the zoo trains VeRA: left out of the default
-        train_types(args.preset, kinds if "--types" in (argv or sys.argv) else TYPES, worker=worker)
+        chosen = any(a.startswith("--types") for a in (sys.argv[1:] if argv is None else argv))
+        train_types(args.preset, kinds if chosen else TYPES, worker=worker)
         return 0
     from .adapter_types_measure import measure_rows, print_results, type_results
 
