@@ -102,13 +102,6 @@ def cheapest(types_result: dict, recipes_result: dict | None = None, target: flo
     return out
 
 
-def fmt_point(p: dict | None) -> str:
-    if p is None:
-        return "none"
-    return (f"`{p['name']}` at {p['relative_bytes']:.3f} of the bytes, relative performance {p['relative']:.3f} "
-            f"[{p['lo']:.3f}, {p['hi']:.3f}]")
-
-
 def fmt_short(p: dict | None) -> str:
     return "none" if p is None else f"`{p['name']}` at {p['relative_bytes']:.3f} of its bytes ({p['relative']:.3f})"
 
