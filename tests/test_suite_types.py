@@ -199,6 +199,9 @@ def test_vera_is_measured_beside_them_on_the_same_tasks_and_examples(tiny_types)
         from hydralib.suite.adapter_types_measure import train_types
 
         train_types(preset, ("vera",))
+    from hydralib.suite.adapter_types import main
+
+    assert main(["train", "--preset", "tiny", "--types", "vera"]) == 2
 
 
 def test_type_results_are_read_back_by_hash_without_measuring(tiny_types, monkeypatch):

@@ -29,7 +29,11 @@ def main(argv=None) -> int:
                                        MEASURED, argv)
     if args.action == "train":  # the zoo trains VeRA: left out of the default
         chosen = any(a.startswith("--types") for a in (sys.argv[1:] if argv is None else argv))
-        train_types(args.preset, kinds if chosen else TYPES, worker=worker)
+        try:
+            train_types(args.preset, kinds if chosen else TYPES, worker=worker)
+        except ValueError as err:  # a type this command does not train: one line, not a traceback
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         return 0
     from .adapter_types_measure import measure_rows, print_results, type_results
 
