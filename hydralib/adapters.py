@@ -187,6 +187,11 @@ class AdapterSet:
         self._check(self.tasks[0], module)
         return self._info[module]
 
+    @property
+    def fan_in_fan_out(self) -> bool:
+        """Whether any module is GPT-2 style Conv1D (weights stored ``(d_in, d_out)``): exports record it."""
+        return any(self._info[m].fan_in_fan_out for m in self.modules)
+
     def shape(self, module: str) -> tuple[int, int]:
         """``(d_out, d_in)`` of ``module``."""
         info = self.module_info(module)
@@ -314,7 +319,7 @@ class AdapterSet:
             factors = self._lora[task]
             config = self.configs.get(task)
             if config is None:
-                fan = any(info.fan_in_fan_out for info in self._info.values())
+                fan = self.fan_in_fan_out
                 config = peft_io.lora_config_for(factors, self.base_model, fan_in_fan_out=fan)
                 config["use_dora"] = bool(self.magnitudes)
             tensors = peft_io.lora_tensors(factors, dtype)

@@ -68,7 +68,7 @@ def compress_adapters(aset, method: str, **knobs) -> CompressedAdapters:
         cset = with_magnitudes(COMPRESSORS[method].fn(directions(aset), **knobs), aset.magnitudes)
     else:
         cset = COMPRESSORS[method].fn(aset, **knobs)
-    if any(aset.module_info(m).fan_in_fan_out for m in aset.modules):  # exports say so (GPT-2 Conv1D)
+    if aset.fan_in_fan_out:  # exports say so (GPT-2 Conv1D)
         cset.info["fan_in_fan_out"] = True
     return cset
 

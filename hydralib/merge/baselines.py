@@ -318,4 +318,4 @@ def merge_adapters(
         params["majority_sign_method"] = majority_sign_method
     ranks = {A.shape[0] for A, _ in out.values()}
     return MergedLoRA(method, params, ranks.pop() if len(ranks) == 1 else -1, out, tails, list(aset.tasks), aset.base_model,
-                      any(aset.module_info(m).fan_in_fan_out for m in aset.modules))
+                      aset.fan_in_fan_out)

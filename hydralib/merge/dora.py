@@ -75,17 +75,12 @@ def dora_base_weights(aset, base_model) -> dict[str, torch.Tensor]:
     return base_weights(base_model, shapes)
 
 
-def _fan(aset) -> bool:
-    """Whether the set's modules are GPT-2 style Conv1D (weights stored ``(d_in, d_out)``)."""
-    return any(aset.module_info(m).fan_in_fan_out for m in aset.modules)
-
-
 def directions(aset):
     """The direction updates of a DoRA set as a plain LoRA :class:`~hydralib.adapters.AdapterSet` (no magnitudes)."""
     from ..adapters import AdapterSet
 
     return AdapterSet.from_factors({t: {m: aset.factors(t, m) for m in aset.modules} for t in aset.tasks},
-                                   base_model=aset.base_model, metadata=aset.metadata, fan_in_fan_out=_fan(aset))
+                                   base_model=aset.base_model, metadata=aset.metadata, fan_in_fan_out=aset.fan_in_fan_out)
 
 
 def _with_magnitudes(factors: Mapping[str, Mapping[str, tuple]], magnitudes, like, metadata=None,
@@ -181,7 +176,7 @@ def merge_dora(aset, method: str = "task_arithmetic", *, base_model=None, **opti
     magnitudes = {m: torch.stack([aset.magnitudes[t][m].float() for t in aset.tasks]).mean(dim=0)
                   for m in aset.modules}
     loss, energy = reconstruction_loss(aset, W0, lambda t, m: (*merged.factors(m), magnitudes[m]))
-    return MergedDoRA(merged, magnitudes, loss / energy if energy > 0 else 0.0, energy, _fan(aset))
+    return MergedDoRA(merged, magnitudes, loss / energy if energy > 0 else 0.0, energy, aset.fan_in_fan_out)
 
 
 @dataclass
@@ -265,4 +260,4 @@ def hydraopt_dora(aset, *, base_model=None, magnitude: str = "lstsq", **options)
     for fit in MAGNITUDE_FITS:
         loss, energy = reconstruction_loss(aset, W0, lambda t, m: (*hydra.factors(t, m), fits[fit][t][m]))
         losses[fit] = loss / energy if energy > 0 else 0.0
-    return DoraHydraResult(hydra, magnitude, fits, losses, energy, dict(options), _fan(aset))
+    return DoraHydraResult(hydra, magnitude, fits, losses, energy, dict(options), aset.fan_in_fan_out)

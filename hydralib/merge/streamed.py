@@ -96,4 +96,4 @@ def ties_streamed(aset, density: float, *, lam: float = 1.0, rank: int | None = 
               "streamed": True}
     ranks = {a.shape[0] for a, _ in out.values()}
     return MergedLoRA("ties", params, ranks.pop() if len(ranks) == 1 else -1, out, tails, list(aset.tasks),
-                      aset.base_model, any(aset.module_info(m).fan_in_fan_out for m in aset.modules))
+                      aset.base_model, aset.fan_in_fan_out)

@@ -252,7 +252,7 @@ def hydraopt(
         task_to_head=dict(grouping.task_to_head),
         modules=results,
         base_model=aset.base_model,
-        fan_in_fan_out=any(aset.module_info(m).fan_in_fan_out for m in aset.modules),
+        fan_in_fan_out=aset.fan_in_fan_out,
         grouping=grouping.how,
         metadata={t: dict(aset.metadata.get(t, {})) for t in aset.tasks},
         options={"seed": seed, "cluster_method": cluster_method, **({"target_ratio": target_ratio} if target_ratio else {}),
